@@ -1,0 +1,87 @@
+"""tensorseal: encrypted, authenticated model weights that load like safetensors.
+
+Public API (everything else is internal)::
+
+    tensorseal.numpy.save_file / load_file / safe_open
+    tensorseal.torch.save_file / load_file / safe_open
+    tensorseal.safe_open(path, framework="np"|"pt", identities=[...])
+    tensorseal.encrypt_file / decrypt_file / verify_file
+    tensorseal.X25519Identity, X25519Recipient, SymmetricKey, Passphrase
+    tensorseal.load_identities, load_recipients, parse_recipient
+    tensorseal.errors (one exception tree rooted at TensorSealError)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import (
+    AuthenticationError,
+    FormatError,
+    NoIdentityMatchError,
+    TensorSealError,
+    UsageError,
+)
+from .files import IdentityArg, decrypt_file, encrypt_file, verify_file
+from .recipients import (
+    Identity,
+    Passphrase,
+    Recipient,
+    SymmetricKey,
+    X25519Identity,
+    X25519Recipient,
+    load_identities,
+    load_recipients,
+    parse_recipient,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "FormatError",
+    "Identity",
+    "NoIdentityMatchError",
+    "Passphrase",
+    "Recipient",
+    "SymmetricKey",
+    "TensorSealError",
+    "UsageError",
+    "X25519Identity",
+    "X25519Recipient",
+    "decrypt_file",
+    "encrypt_file",
+    "load_identities",
+    "load_recipients",
+    "parse_recipient",
+    "safe_open",
+    "verify_file",
+]
+
+
+def safe_open(
+    filename: str | os.PathLike[str],
+    framework: str = "np",
+    identities: IdentityArg = (),
+    device: str = "cpu",
+    *,
+    threads: int | None = None,
+) -> Any:
+    """Open a sealed tensors file lazily, like ``safetensors.safe_open``.
+
+    ``framework`` is "np"/"numpy" or "pt"/"torch". Returns an object with ``keys()``,
+    ``metadata()``, ``get_tensor(name)`` and ``get_slice(name)``; use it as a context
+    manager. Raises UsageError, NoIdentityMatchError, AuthenticationError, FormatError.
+    """
+    if framework in ("np", "numpy"):
+        if device != "cpu":
+            raise UsageError("numpy tensors live on the cpu")
+        from . import numpy as np_api
+
+        return np_api.safe_open(filename, identities, threads=threads)
+    if framework in ("pt", "torch"):
+        from . import torch as pt_api
+
+        return pt_api.safe_open(filename, identities, device, threads=threads)
+    raise UsageError(f"unknown framework {framework!r} (use 'np' or 'pt')")

@@ -1,0 +1,117 @@
+"""Whole-file operations: encrypt any file, decrypt back byte for byte, verify.
+
+A valid safetensors file is sealed in tensors mode (its header becomes the index, its
+data buffer the data region, cut per tensor); anything else is sealed in blob mode. Both
+stream through scratch buffers, so memory is bounded by a few segments per thread.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Sequence
+
+from ._atomic import atomic_output
+from .errors import FormatError, UsageError
+from .format.header import Header
+from .format.safetensors_index import MAX_SAFETENSORS_HEADER, TensorIndex, parse_index
+from .format.segments import Segment
+from .reader import Job, Progress, SealedFile
+from .recipients import Identity, Recipient
+from .writer import SealOptions, write_sealed
+
+IdentityArg = Identity | str | os.PathLike[str] | Sequence[Identity | str | os.PathLike[str]]
+
+
+def read_safetensors_index(fd: int, size: int) -> TensorIndex | None:
+    """The index of a safetensors file, or None if the file is not one.
+
+    A file that starts like safetensors but breaks its rules raises FormatError.
+    """
+    head = os.pread(fd, 9, 0)
+    if len(head) < 9 or head[8:9] != b"{":
+        return None
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > MAX_SAFETENSORS_HEADER or n + 8 > size:
+        return None
+    index = parse_index(os.pread(fd, 8 + n, 0))
+    if 8 + n + index.data_length != size:
+        raise FormatError(f"safetensors data is {size - 8 - n} bytes but the header describes {index.data_length}")
+    return index
+
+
+def _reader(fd: int, base: int) -> Callable[[Segment, memoryview], memoryview]:
+    def read(seg: Segment, scratch: memoryview) -> memoryview:
+        if os.preadv(fd, [scratch], base + seg.start) != scratch.nbytes:
+            raise FormatError("input file shrank while it was being read")
+        return scratch
+
+    return read
+
+
+def encrypt_file(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    recipients: Sequence[Recipient | str],
+    *,
+    mode: str = "auto",
+    options: SealOptions = SealOptions(),
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> Header:
+    """Seal ``src`` into ``dst``. ``mode``: "auto" (safetensors -> tensors, else blob),
+    "tensors" or "blob". Raises FormatError, UsageError, InvalidKeyError, OSError."""
+    if mode not in ("auto", "tensors", "blob"):
+        raise UsageError(f"unknown mode {mode!r}")
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise UsageError("input and output are the same file")
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        index = read_safetensors_index(fd, size) if mode != "blob" else None
+        if index is None and mode == "tensors":
+            raise FormatError(f"{os.fspath(src)} is not a safetensors file", hint="use blob mode for other files")
+        if index is not None:
+            lengths = [e.nbytes for e in index.entries]
+            base, raw, seal_mode = len(index.raw), index.raw, "tensors"
+        else:
+            lengths, base, raw, seal_mode = [size], 0, b"", "blob"
+        return write_sealed(
+            dst, mode=seal_mode, lengths=lengths, source=_reader(fd, base), recipients=recipients,
+            index=raw, options=options, threads=threads, progress=progress,
+        )  # fmt: skip
+    finally:
+        os.close(fd)
+
+
+def decrypt_file(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    identities: IdentityArg,
+    *,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> Header:
+    """Decrypt ``src`` to ``dst``, giving back the original bytes. ``dst`` appears only
+    after every tag verified. Raises FormatError, AuthenticationError, NoIdentityMatchError."""
+    with SealedFile(src) as sealed:
+        sealed.unlock(identities)
+        prefix = sealed.index.raw if sealed.header.mode == "tensors" else b""
+        with atomic_output(dst) as fd:
+            os.ftruncate(fd, len(prefix) + sealed.header.data_length)
+            os.pwrite(fd, prefix, 0)
+            sealed.decrypt(
+                [Job(s, None) for s in sealed.all_segments()],
+                threads=threads, progress=progress, sink=(fd, len(prefix)),
+            )  # fmt: skip
+        return sealed.header
+
+
+def verify_file(
+    src: str | os.PathLike[str], identities: IdentityArg, *, threads: int | None = None, progress: Progress | None = None
+) -> Header:
+    """Authenticate every byte of ``src``; write nothing. Raises like :func:`decrypt_file`."""
+    with SealedFile(src) as sealed:
+        sealed.unlock(identities)
+        sealed.verify(threads=threads, progress=progress)
+        return sealed.header

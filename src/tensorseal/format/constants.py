@@ -1,0 +1,35 @@
+"""Constants and limits of sealed format v1 (docs/FORMAT.md is the normative text)."""
+
+from __future__ import annotations
+
+MAGIC = b"\x89TSEAL\r\n"
+VERSION = 1
+PREFIX_SIZE = 16  # magic (8) | version u16 LE | flags u16 LE | header length u32 LE
+
+KEY_SIZE = 32  # file key, subkeys
+SALT_SIZE = 32
+MAC_SIZE = 32  # HMAC-SHA256
+TAG_SIZE = 16  # AEAD tag of a segment
+NONCE_SIZE = 12
+
+CIPHERS = ("aes-256-gcm", "chacha20-poly1305")
+DEFAULT_CIPHER = "aes-256-gcm"
+MODES = ("tensors", "blob")
+
+MIN_SEGMENT_SIZE = 1 << 12  # 4 KiB
+MAX_SEGMENT_SIZE = 1 << 26  # 64 MiB
+DEFAULT_SEGMENT_SIZE = 1 << 20  # 1 MiB: see BENCHMARKS.md for the measurement
+DATA_ALIGNMENT = 4096  # writers start the data region on a page boundary
+
+# Limits, checked before the thing they bound is read or parsed.
+MAX_HEADER_SIZE = 16 << 20
+MAX_INDEX_SIZE = 100_000_000 + TAG_SIZE  # the safetensors header cap, plus a tag
+MAX_STANZAS = 1024
+MAX_STANZA_ARGS = 8
+MAX_STANZA_ARG_SIZE = 1024
+MAX_STANZA_BODY_SIZE = 16 << 10
+MAX_STANZA_TYPE_SIZE = 64
+MAX_GAP = 16 << 20  # zero bytes allowed between sections
+MAX_SEGMENTS_PER_TENSOR = 1 << 32
+MAX_IDENTITY_FIELD = 256
+MAX_DATA_LENGTH = 1 << 53

@@ -1,0 +1,244 @@
+"""Opening a sealed file: strict parse, unwrap, authenticate, then decrypt segments.
+
+Nothing in the header is trusted until the header MAC verifies under a key that matches
+the key commitment. Tensors are decrypted straight into caller-provided memory: each
+segment's ciphertext is read into a small per-thread scratch buffer (with its tag, kept
+apart in the file) and ``decrypt_into`` writes the plaintext to its final place, so the
+model is never held twice and never touches disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+
+from . import _parallel
+from .errors import (
+    AuthenticationError,
+    FormatError,
+    IncorrectIdentityError,
+    LayoutError,
+    NoIdentityMatchError,
+    SegmentAuthenticationError,
+    TrailingDataError,
+    TruncatedError,
+    UsageError,
+)
+from .format import constants as C
+from .format.header import Header, parse_header, parse_prefix
+from .format.keys import INDEX_NONCE, FileKeys, associated_data, make_aead
+from .format.safetensors_index import TensorIndex, parse_index
+from .format.segments import Segment, TensorRun, plan_runs, run_segments
+from .recipients import Identity, to_identities
+
+Progress = Callable[[int], None]
+
+
+def _pread_exact(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise TruncatedError(f"file ends at byte {offset + len(data)}, expected {offset + size}")
+    return data
+
+
+@dataclass(frozen=True)
+class Job:
+    """One segment to decrypt into ``dest`` (a writable buffer of ``segment.length``)."""
+
+    segment: Segment
+    dest: memoryview | None  # None: verify only
+
+
+class SealedFile:
+    """A sealed file opened for reading. Use as a context manager.
+
+    ``SealedFile(path)`` parses and bounds-checks the header; :meth:`unlock` unwraps the
+    file key with the given identities and authenticates header and index. Raises
+    FormatError subclasses, OSError.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            self._parse()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._keys: FileKeys | None = None
+        self._index: TensorIndex | None = None
+
+    def _parse(self) -> None:
+        size = os.fstat(self._fd).st_size
+        self.header_len = parse_prefix(os.pread(self._fd, C.PREFIX_SIZE, 0))
+        header_raw = _pread_exact(self._fd, self.header_len, C.PREFIX_SIZE)
+        self.header: Header = parse_header(header_raw)
+        h = self.header
+        if size < h.file_size:
+            raise TruncatedError(f"file is {size} bytes but its header describes {h.file_size}")
+        if size > h.file_size:
+            raise TrailingDataError(f"{size - h.file_size} bytes after the end of the data region")
+        front = _pread_exact(self._fd, h.data_offset, 0)
+        self._authenticated = memoryview(front)[: h.mac_offset(self.header_len)]
+        mac_off = h.mac_offset(self.header_len)
+        self._index_section = front[h.index_offset(self.header_len) : mac_off]
+        self._mac = front[mac_off : mac_off + C.MAC_SIZE]
+        self._tags = front[h.tags_offset : h.tags_offset + h.tags_length]
+        for lo, hi in ((mac_off + C.MAC_SIZE, h.tags_offset), (h.tags_offset + h.tags_length, h.data_offset)):
+            if front[lo:hi].count(0) != hi - lo:
+                raise LayoutError(f"non-zero bytes in the padding at {lo}..{hi}")
+
+    # ---- life cycle -------------------------------------------------------------------
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> SealedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- keys ---------------------------------------------------------------------------
+    @property
+    def unlocked(self) -> bool:
+        return self._keys is not None
+
+    def unlock(self, identities: Identity | str | os.PathLike[str] | Sequence[Identity | str | os.PathLike[str]]) -> None:
+        """Unwrap the file key and authenticate the header and index.
+
+        Raises NoIdentityMatchError, KeyCommitmentError, HeaderAuthenticationError,
+        FormatError, InvalidKeyError.
+        """
+        stanzas = self.header.recipients
+        if any(s.type == "scrypt" for s in stanzas) and len(stanzas) != 1:
+            raise FormatError("a passphrase stanza must be the only recipient of a file")
+        for identity in to_identities(identities):
+            try:
+                file_key = identity.unwrap(stanzas)
+            except IncorrectIdentityError:
+                continue
+            self._unlock_with_file_key(file_key)
+            return
+        kinds = ", ".join(sorted({s.type for s in stanzas}))
+        raise NoIdentityMatchError(f"no identity matched any of the file's recipients ({kinds})")
+
+    def _unlock_with_file_key(self, file_key: bytes) -> None:
+        keys = FileKeys.derive(file_key, self.header.salt)
+        keys.check_commitment(self.header)
+        keys.check_header_mac(self._authenticated, self._mac)
+        self._aad = associated_data(self.header)
+        self._aead = make_aead(self.header.cipher, keys.data_key)
+        if self.header.mode == "tensors":
+            raw = self._index_section
+            if self.header.index_encrypted:
+                try:
+                    raw = make_aead(self.header.cipher, keys.index_key).decrypt(INDEX_NONCE, raw, self._aad)
+                except InvalidTag:
+                    raise AuthenticationError("the tensor index does not decrypt (corrupt writer?)") from None
+            self._index = parse_index(raw)
+            lengths = [e.nbytes for e in self._index.entries]
+        else:
+            lengths = [self.header.data_length]
+        self._runs, segments = plan_runs(lengths, self.header.segment_size)
+        if sum(lengths) != self.header.data_length or segments != self.header.segment_count:
+            raise LayoutError("the index does not match the data length or segment count in the header")
+        self._keys = keys
+
+    def _need_keys(self) -> None:
+        if self._keys is None:
+            raise UsageError("the file is locked: call unlock() with an identity first")
+
+    # ---- index --------------------------------------------------------------------------
+    @property
+    def index(self) -> TensorIndex:
+        """The authenticated tensor index (tensors mode, after unlock)."""
+        self._need_keys()
+        if self._index is None:
+            raise UsageError("a blob file has no tensor index")
+        return self._index
+
+    def public_index(self) -> TensorIndex | None:
+        """The index of a ``--public-index`` file, readable without a key but NOT yet
+        authenticated (only unlock() or a signature can authenticate it)."""
+        if self.header.mode != "tensors" or self.header.index_encrypted:
+            return None
+        return parse_index(self._index_section)
+
+    @property
+    def runs(self) -> list[TensorRun]:
+        self._need_keys()
+        return self._runs
+
+    # ---- data ---------------------------------------------------------------------------
+    def segments(self, tensor: int) -> list[Segment]:
+        return list(run_segments(tensor, self.runs[tensor], self.header.segment_size))
+
+    def all_segments(self) -> list[Segment]:
+        return [s for t in range(len(self.runs)) for s in self.segments(t)]
+
+    def decrypt(
+        self,
+        jobs: Sequence[Job],
+        *,
+        threads: int | None = None,
+        progress: Progress | None = None,
+        sink: tuple[int, int] | None = None,
+    ) -> None:
+        """Decrypt (or only verify) segments, in parallel. Jobs without a destination are
+        verified only, or, with ``sink=(fd, offset)``, written to ``fd`` at ``offset`` +
+        their place in the data region. Raises SegmentAuthenticationError naming the first
+        bad segment; on error the destinations hold no usable data."""
+        self._need_keys()
+        work = lambda chunk: self._decrypt_chunk(chunk, progress, sink)  # noqa: E731
+        _parallel.run_chunked(jobs, work, _parallel.thread_count(threads))
+
+    def _decrypt_chunk(self, jobs: Sequence[Job], progress: Progress | None, sink_to: tuple[int, int] | None) -> None:
+        fd, aead, aad, tags = self._fd, self._aead, self._aad, self._tags
+        base = self.header.data_offset
+        scratch = memoryview(bytearray(self.header.segment_size + C.TAG_SIZE))
+        sink = memoryview(bytearray(self.header.segment_size))
+        for job in jobs:
+            seg = job.segment
+            n = seg.length
+            if os.preadv(fd, [scratch[:n]], base + seg.start) != n:
+                raise TruncatedError(f"file ends inside segment {seg.tag_index}")
+            t = seg.tag_index * C.TAG_SIZE
+            scratch[n : n + C.TAG_SIZE] = tags[t : t + C.TAG_SIZE]
+            try:
+                aead.decrypt_into(seg.nonce, scratch[: n + C.TAG_SIZE], aad, sink[:n] if job.dest is None else job.dest)
+            except InvalidTag:
+                raise SegmentAuthenticationError(self._describe(seg)) from None
+            if sink_to is not None and job.dest is None and os.pwrite(sink_to[0], sink[:n], sink_to[1] + seg.start) != n:
+                raise OSError("short write")
+            if progress is not None:
+                progress(n)
+
+    def _describe(self, seg: Segment) -> str:
+        where = f"segment {seg.index} of "
+        if self._index is not None:
+            where += f"tensor {self._index.entries[seg.tensor].name!r}"
+        else:
+            where += "the blob"
+        return f"authentication failed for {where}: the file was modified or corrupted"
+
+    def verify(self, *, threads: int | None = None, progress: Progress | None = None) -> None:
+        """Check every tag without keeping any plaintext."""
+        self.decrypt([Job(s, None) for s in self.all_segments()], threads=threads, progress=progress)
+
+    def decrypt_tensors_into(
+        self, buffers: dict[int, memoryview], *, threads: int | None = None, progress: Progress | None = None
+    ) -> None:
+        """Decrypt each tensor ``i`` into ``buffers[i]`` (bytes of exactly its size)."""
+        jobs = []
+        for t, buf in buffers.items():
+            run = self.runs[t]
+            if buf.nbytes != run.length:
+                raise UsageError(f"buffer for tensor {t} has {buf.nbytes} bytes, needs {run.length}")
+            flat = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
+            jobs.extend(Job(s, flat[s.start - run.start : s.start - run.start + s.length]) for s in self.segments(t))
+        self.decrypt(jobs, threads=threads, progress=progress)

@@ -1,0 +1,111 @@
+"""torch API, mirroring ``safetensors.torch``: save_file, load_file, safe_open.
+
+Tensors are decrypted into memory that torch then owns (no copy). ``device`` other than
+"cpu" moves each tensor after every tag has been verified on the host.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _tensors
+from .errors import UnsupportedDtypeError, UsageError
+from .files import IdentityArg
+from .format.safetensors_index import TensorEntry
+from .recipients import Recipient
+from .writer import SealOptions
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["load_file", "safe_open", "save_file"]
+
+_DTYPES = {
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16",
+    "F16": "float16", "BF16": "bfloat16", "I32": "int32", "U32": "uint32", "F32": "float32",
+    "I64": "int64", "U64": "uint64", "F64": "float64", "C64": "complex64",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
+}  # fmt: skip
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise UsageError("torch is not installed", hint="pip install 'tensorseal[torch]'") from None
+    return torch
+
+
+class _Torch:
+    name = "torch"
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+
+    def to_bytes(self, tensor: Any) -> tuple[str, tuple[int, ...], np.ndarray]:
+        torch = _torch()
+        if not isinstance(tensor, torch.Tensor):
+            raise UsageError(f"expected a torch.Tensor, got {type(tensor).__name__}")
+        names = {getattr(torch, v): k for k, v in _DTYPES.items() if hasattr(torch, v)}
+        if tensor.dtype not in names:
+            raise UnsupportedDtypeError(f"dtype {tensor.dtype} has no safetensors equivalent")
+        if tensor.layout != torch.strided:
+            raise UsageError("sparse tensors cannot be sealed; call .to_dense() first")
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        return names[tensor.dtype], tuple(tensor.shape), flat.view(torch.uint8).numpy()
+
+    def from_buffer(self, buf: np.ndarray, entry: TensorEntry) -> Any:
+        torch = _torch()
+        dtype = getattr(torch, _DTYPES.get(entry.dtype, ""), None)
+        if dtype is None:
+            raise UnsupportedDtypeError(f"torch cannot represent {entry.dtype} tensors")
+        if buf.nbytes == 0:  # torch cannot view a zero-length byte buffer as another dtype
+            tensor = torch.empty(entry.shape, dtype=dtype)
+        else:
+            tensor = torch.from_numpy(buf).view(dtype).reshape(entry.shape)
+        return tensor if self.device == "cpu" else tensor.to(self.device)
+
+    def index(self, tensor: Any, key: Any) -> Any:
+        return tensor[key]
+
+
+def save_file(
+    tensors: Mapping[str, torch.Tensor],
+    filename: str | os.PathLike[str],
+    recipients: Sequence[Recipient | str],
+    metadata: Mapping[str, str] | None = None,
+    *,
+    cipher: str = "aes-256-gcm",
+    public_index: bool = False,
+    segment_size: int | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    threads: int | None = None,
+) -> None:
+    """Seal torch tensors to ``filename``. Raises like :func:`tensorseal.numpy.save_file`."""
+    options = SealOptions(
+        cipher=cipher, public_index=public_index, identity=_tensors.identity_from(name, version),
+        **({"segment_size": segment_size} if segment_size else {}),
+    )  # fmt: skip
+    _tensors.save(_Torch(), tensors, filename, recipients, metadata, options, threads)
+
+
+def load_file(
+    filename: str | os.PathLike[str], identities: IdentityArg, device: str = "cpu", *, threads: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Decrypt every tensor into torch-owned memory, then move to ``device``.
+
+    Raises NoIdentityMatchError, AuthenticationError, FormatError, OSError.
+    """
+    return _tensors.load(_Torch(str(device)), filename, identities, threads)
+
+
+def safe_open(
+    filename: str | os.PathLike[str], identities: IdentityArg, device: str = "cpu", *, threads: int | None = None
+) -> _tensors.SafeOpen[torch.Tensor]:
+    """Lazy access: ``keys()``, ``metadata()``, ``get_tensor(name)``, ``get_slice(name)``."""
+    return _tensors.SafeOpen(_Torch(str(device)), filename, identities, threads)

@@ -1,0 +1,149 @@
+"""Writing a sealed file: plan the layout, wrap the key, encrypt segments in parallel.
+
+The caller supplies the plaintext one segment at a time through a ``PlaintextSource``
+(straight from an array's memory, or read from a file into a scratch buffer), so memory
+stays bounded by a few segments. Output goes to a temp file that is renamed into place
+only when every segment and the tag table are written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import _parallel
+from ._atomic import atomic_output
+from .errors import FormatError, UsageError
+from .format import constants as C
+from .format.header import Header, ModelIdentity, Stanza, encode_header, encode_prefix
+from .format.keys import INDEX_NONCE, FileKeys, associated_data, make_aead
+from .format.segments import Segment, plan_runs, run_segments
+from .recipients import Recipient, to_recipients
+
+# (segment, scratch of segment_size bytes) -> the segment's plaintext (scratch or a view)
+PlaintextSource = Callable[[Segment, memoryview], memoryview]
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class SealOptions:
+    """Choices that shape a sealed file. Validated at construction."""
+
+    cipher: str = C.DEFAULT_CIPHER
+    segment_size: int = C.DEFAULT_SEGMENT_SIZE
+    public_index: bool = False
+    identity: ModelIdentity = ModelIdentity()
+
+    def __post_init__(self) -> None:
+        if self.cipher not in C.CIPHERS:
+            raise UsageError(f"unknown cipher {self.cipher!r} (choose {' or '.join(C.CIPHERS)})")
+        s = self.segment_size
+        if not (C.MIN_SEGMENT_SIZE <= s <= C.MAX_SEGMENT_SIZE) or s & (s - 1):
+            raise UsageError(f"segment size must be a power of two in {C.MIN_SEGMENT_SIZE}..{C.MAX_SEGMENT_SIZE}")
+
+
+def _align(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def _layout(
+    options: SealOptions, mode: str, salt: bytes, commitment: bytes, stanzas: Sequence[Stanza],
+    index_length: int, data_length: int, segment_count: int,
+) -> tuple[Header, bytes]:  # fmt: skip
+    """The header with its own offsets filled in (they depend on its encoded length)."""
+    tags_offset = data_offset = 0
+    while True:
+        header = Header(
+            cipher=options.cipher, mode=mode, salt=salt, commitment=commitment,
+            segment_size=options.segment_size, recipients=tuple(stanzas),
+            index_length=index_length, index_encrypted=mode == "tensors" and not options.public_index,
+            data_length=data_length, segment_count=segment_count,
+            tags_offset=tags_offset, data_offset=data_offset, identity=options.identity,
+        )  # fmt: skip
+        raw = encode_header(header)
+        want_tags = C.PREFIX_SIZE + len(raw) + index_length + C.MAC_SIZE
+        want_data = _align(want_tags + segment_count * C.TAG_SIZE, C.DATA_ALIGNMENT)
+        if (tags_offset, data_offset) == (want_tags, want_data):
+            if len(raw) > C.MAX_HEADER_SIZE:
+                raise UsageError(f"header of {len(raw)} bytes is over the {C.MAX_HEADER_SIZE} byte limit")
+            return header, raw
+        tags_offset, data_offset = want_tags, want_data
+
+
+def write_sealed(
+    path: str | os.PathLike[str],
+    *,
+    mode: str,
+    lengths: Sequence[int],
+    source: PlaintextSource,
+    recipients: Sequence[Recipient | str],
+    index: bytes = b"",
+    options: SealOptions = SealOptions(),
+    threads: int | None = None,
+    progress: Progress | None = None,
+    durable: bool = False,
+    _file_key: bytes | None = None,
+    _salt: bytes | None = None,
+    _stanzas: Sequence[Stanza] | None = None,
+) -> Header:
+    """Seal runs of ``lengths`` bytes (tensors in data order, or one blob) to ``path``.
+
+    ``index`` is the safetensors header of a tensors-mode file. The ``_file_key``,
+    ``_salt`` and ``_stanzas`` parameters exist for deterministic test vectors only.
+    Raises UsageError, InvalidKeyError, OSError; the target is untouched on error.
+    """
+    if mode == "tensors" and not index:
+        raise UsageError("a tensors-mode file needs an index")
+    if mode == "blob" and (index or len(lengths) != 1):
+        raise UsageError("a blob file is one run with no index")
+    file_key = os.urandom(C.KEY_SIZE) if _file_key is None else _file_key
+    salt = os.urandom(C.SALT_SIZE) if _salt is None else _salt
+    if _stanzas is None:
+        stanzas = [s for r in to_recipients(recipients) for s in r.wrap(file_key)]
+    else:
+        stanzas = list(_stanzas)
+    if len(stanzas) > C.MAX_STANZAS:
+        raise UsageError(f"more than {C.MAX_STANZAS} recipient stanzas")
+    keys = FileKeys.derive(file_key, salt)
+    runs, segment_count = plan_runs(lengths, options.segment_size)
+    data_length = sum(lengths)
+    index_length = len(index) + (C.TAG_SIZE if index and not options.public_index else 0)
+    header, header_raw = _layout(
+        options, mode, salt, keys.commitment, stanzas, index_length, data_length, segment_count
+    )
+    aad = associated_data(header)
+    index_section = index
+    if index and header.index_encrypted:
+        index_section = make_aead(options.cipher, keys.index_key).encrypt(INDEX_NONCE, index, aad)
+    front = encode_prefix(len(header_raw)) + header_raw + index_section
+    front += keys.header_mac(front)
+    assert len(front) == header.tags_offset
+
+    segments = [s for t, run in enumerate(runs) for s in run_segments(t, run, options.segment_size)]
+    tags = bytearray(segment_count * C.TAG_SIZE)
+    aead = make_aead(options.cipher, keys.data_key)
+
+    with atomic_output(path, durable=durable) as fd:
+        os.ftruncate(fd, header.file_size)
+        os.pwrite(fd, front, 0)
+
+        def work(chunk: Sequence[Segment]) -> None:
+            scratch = memoryview(bytearray(options.segment_size))
+            out = memoryview(bytearray(options.segment_size + C.TAG_SIZE))
+            for seg in chunk:
+                n = seg.length
+                plain = source(seg, scratch[:n])
+                if plain.nbytes != n:
+                    raise FormatError(f"source gave {plain.nbytes} bytes for a {n}-byte segment")
+                aead.encrypt_into(seg.nonce, plain, aad, out[: n + C.TAG_SIZE])
+                if os.pwrite(fd, out[:n], header.data_offset + seg.start) != n:
+                    raise OSError("short write")
+                t = seg.tag_index * C.TAG_SIZE
+                tags[t : t + C.TAG_SIZE] = out[n : n + C.TAG_SIZE]
+                if progress is not None:
+                    progress(n)
+
+        _parallel.run_chunked(segments, work, _parallel.thread_count(threads))
+        os.pwrite(fd, tags, header.tags_offset)
+    return header
