@@ -1,0 +1,336 @@
+"""The ``tensorseal`` command line. Errors become messages and exit codes in :func:`main` only.
+
+Exit codes: 0 ok, 1 I/O error, 2 usage error, 3 malformed file, 4 no matching key,
+5 authentication failure (tampered or corrupted), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import click
+
+from . import __version__
+from ._atomic import atomic_output
+from .errors import (
+    AuthenticationError,
+    FormatError,
+    KeyMaterialError,
+    TensorSealError,
+    UsageError,
+)
+from .files import decrypt_file, encrypt_file, verify_file
+from .format.header import ModelIdentity
+from .reader import SealedFile
+from .recipients import (
+    Identity,
+    Passphrase,
+    Recipient,
+    SymmetricKey,
+    X25519Identity,
+    load_identities,
+    load_recipients,
+    parse_recipient,
+)
+from .writer import SealOptions
+
+SUFFIX = ".tseal"
+EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (UsageError, 2),
+    (FormatError, 3),
+    (KeyMaterialError, 4),
+    (AuthenticationError, 5),
+    (TensorSealError, 1),
+]
+PASSPHRASE_ENV = "TENSORSEAL_PASSPHRASE"
+
+
+# ---- helpers ---------------------------------------------------------------------------
+def _passphrase(confirm: bool) -> str:
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise UsageError("no passphrase: stdin is not a terminal", hint=f"set {PASSPHRASE_ENV}")
+    return click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm, err=True)
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A rich progress bar on a terminal; nothing when quiet or not a TTY."""
+    if quiet or not sys.stderr.isatty() or total == 0:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = (label, BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.update(task, advance=n)
+
+
+def _note(quiet: bool, message: str) -> None:
+    if not quiet:
+        click.echo(message, err=True)
+
+
+def _collect_identities(identity_files: Sequence[str], key_files: Sequence[str], passphrase: bool, path: str) -> list[Identity]:
+    identities: list[Identity] = []
+    for f in identity_files:
+        identities.extend(load_identities(f))
+    identities.extend(SymmetricKey.from_file(f) for f in key_files)
+    if not identities and not passphrase:  # like age: a passphrase file prompts by itself
+        with SealedFile(path) as sealed:
+            passphrase = any(s.type == "scrypt" for s in sealed.header.recipients)
+        if not passphrase:
+            raise UsageError("no identity given", hint="pass -i IDENTITY_FILE, --key-file F or --passphrase")
+    if passphrase:
+        identities.append(Passphrase(_passphrase(confirm=False)))
+    return identities
+
+
+def _default_output(src: str, encrypting: bool) -> str:
+    if encrypting:
+        return src + SUFFIX
+    if src.endswith(SUFFIX) and len(src) > len(SUFFIX):
+        return src[: -len(SUFFIX)]
+    raise UsageError(f"cannot guess the output name of {src!r}", hint="pass -o OUTPUT")
+
+
+def _check_output(dst: str, force: bool) -> None:
+    if os.path.exists(dst) and not force:
+        raise UsageError(f"{dst} already exists", hint="pass --force to overwrite it")
+
+
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+threads_option = click.option("--threads", type=int, default=None, help="Worker threads (default: cores; env TENSORSEAL_THREADS).")
+force_option = click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
+identity_options = [
+    click.option("-i", "--identity", "identity_files", multiple=True, type=click.Path(dir_okay=False), help="Identity file (repeatable)."),
+    click.option("--key-file", "key_files", multiple=True, type=click.Path(dir_okay=False), help="Raw 256-bit symmetric key file (repeatable)."),
+    click.option("--passphrase", is_flag=True, help=f"Ask for a passphrase (or read {PASSPHRASE_ENV})."),
+]
+
+
+def _apply(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    def decorate(f: Any) -> Any:
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
+# ---- commands ---------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tensorseal")
+def cli() -> None:
+    """Encrypt model weights at rest and load them without plaintext on disk."""
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the new identity to this file.")
+@click.option("-y", "to_public", type=click.Path(dir_okay=False, exists=True), help="Print the recipient of this identity file.")
+@click.option("--symmetric", is_flag=True, help="Make a 256-bit symmetric key file instead of an X25519 identity.")
+@force_option
+def keygen(output: str | None, to_public: str | None, symmetric: bool, force: bool) -> None:
+    """Make a new identity (or, with -y, print an identity file's recipient)."""
+    if to_public:
+        recipients = [str(i.recipient()) for i in load_identities(to_public) if isinstance(i, X25519Identity)]
+        if not recipients:
+            raise UsageError(f"{to_public} holds no X25519 identity")
+        click.echo("\n".join(recipients))
+        return
+    from datetime import datetime, timezone
+
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    if symmetric:
+        key = SymmetricKey.generate()
+        text, public = f"# created: {created}\n# symmetric key: keep it secret\n{key}\n", None
+    else:
+        ident = X25519Identity.generate()
+        public = str(ident.recipient())
+        text = f"# created: {created}\n# recipient: {public}\n{ident}\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    _check_output(output, force)
+    with atomic_output(output, durable=True) as fd:  # mkstemp: mode 0600
+        os.write(fd, text.encode("ascii"))
+    if public:
+        click.echo(f"Public key: {public}", err=True)
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help=f"Output file (default: INPUT{SUFFIX}).")
+@click.option("-r", "--recipient", "recipient_strings", multiple=True, help="Recipient string, e.g. tseal1... (repeatable).")
+@click.option("-R", "--recipients-file", "recipient_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="File of recipients, one per line (repeatable).")
+@click.option("--key-file", "key_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Raw 256-bit symmetric key file (repeatable).")
+@click.option("--passphrase", is_flag=True, help=f"Encrypt to a passphrase (prompted, or {PASSPHRASE_ENV}).")
+@click.option("--public-index", is_flag=True, help="Leave tensor names, dtypes and shapes readable (still authenticated).")
+@click.option("--cipher", type=click.Choice(["aes-256-gcm", "chacha20-poly1305"]), default="aes-256-gcm", show_default=True)
+@click.option("--mode", type=click.Choice(["auto", "tensors", "blob"]), default="auto", show_default=True, help="auto: safetensors files in tensor mode, anything else as a blob.")
+@click.option("--segment-size", type=int, default=None, help="Bytes per authenticated segment (power of two, 4 KiB..64 MiB).")
+@click.option("--name", help="Model name bound into the file.")
+@click.option("--model-version", "model_version", help="Model version bound into the file.")
+@force_option
+@threads_option
+@quiet_option
+def encrypt(
+    input: str, output: str | None, recipient_strings: tuple[str, ...], recipient_files: tuple[str, ...],
+    key_files: tuple[str, ...], passphrase: bool, public_index: bool, cipher: str, mode: str,
+    segment_size: int | None, name: str | None, model_version: str | None, force: bool, threads: int | None, quiet: bool,
+) -> None:  # fmt: skip
+    """Seal INPUT (safetensors, or any file as a blob) for the given recipients."""
+    recipients: list[Recipient] = [parse_recipient(r) for r in recipient_strings]
+    for f in recipient_files:
+        recipients.extend(load_recipients(f))
+    recipients.extend(SymmetricKey.from_file(f) for f in key_files)
+    if passphrase:
+        if recipients:
+            raise UsageError("--passphrase cannot be combined with other recipients")
+        recipients.append(Passphrase(_passphrase(confirm=True)))
+    if not recipients:
+        raise UsageError("no recipients", hint="pass -r RECIPIENT, -R FILE, --key-file F or --passphrase")
+    output = output or _default_output(input, encrypting=True)
+    _check_output(output, force)
+    options = SealOptions(
+        cipher=cipher, public_index=public_index, identity=ModelIdentity(name=name, version=model_version),
+        **({"segment_size": segment_size} if segment_size else {}),
+    )  # fmt: skip
+    with _progress("encrypt", os.path.getsize(input), quiet) as progress:
+        header = encrypt_file(input, output, recipients, mode=mode, options=options, threads=threads, progress=progress)
+    _note(quiet, f"sealed {input} -> {output} ({header.mode}, {header.cipher}, {len(header.recipients)} recipient(s))")
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help=f"Output file (default: INPUT without {SUFFIX}).")
+@_apply(identity_options)
+@force_option
+@threads_option
+@quiet_option
+def decrypt(
+    input: str, output: str | None, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool,
+    force: bool, threads: int | None, quiet: bool,
+) -> None:  # fmt: skip
+    """Decrypt INPUT back to the original file, byte for byte."""
+    output = output or _default_output(input, encrypting=False)
+    _check_output(output, force)
+    identities = _collect_identities(identity_files, key_files, passphrase, input)
+    with SealedFile(input) as sealed:
+        total = sealed.header.data_length
+    with _progress("decrypt", total, quiet) as progress:
+        decrypt_file(input, output, identities, threads=threads, progress=progress)
+    _note(quiet, f"decrypted {input} -> {output}")
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False, exists=True))
+@_apply(identity_options)
+@threads_option
+@quiet_option
+def verify(
+    input: str, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool, threads: int | None, quiet: bool
+) -> None:
+    """Authenticate every byte of INPUT; writes nothing."""
+    identities = _collect_identities(identity_files, key_files, passphrase, input)
+    with SealedFile(input) as sealed:
+        total = sealed.header.data_length
+    with _progress("verify", total, quiet) as progress:
+        header = verify_file(input, identities, threads=threads, progress=progress)
+    _note(quiet, f"ok: {input}: header, index and {header.segment_count} segment(s) authenticated")
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False, exists=True))
+@_apply(identity_options)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect(input: str, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool, as_json: bool) -> None:
+    """Show the format, cipher, recipients and sizes (and tensors, when public or unlocked)."""
+    with SealedFile(input) as sealed:
+        h = sealed.header
+        info: dict[str, Any] = {
+            "file": input,
+            "format_version": 1,
+            "mode": h.mode,
+            "cipher": h.cipher,
+            "segment_size": h.segment_size,
+            "recipients": [s.type for s in h.recipients],
+            "identity": h.identity.to_json(),
+            "file_size": h.file_size,
+            "data_length": h.data_length,
+            "segments": h.segment_count,
+            "index": "encrypted" if h.index_encrypted else ("public" if h.mode == "tensors" else "none"),
+            "authenticated": False,
+        }
+        index = None
+        if identity_files or key_files or passphrase:
+            sealed.unlock(_collect_identities(identity_files, key_files, passphrase, input))
+            info["authenticated"] = True
+            index = sealed.index if h.mode == "tensors" else None
+        else:
+            index = sealed.public_index()
+        if index is not None:
+            info["metadata"] = index.metadata
+            info["tensors"] = [{"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "bytes": e.nbytes} for e in index.entries]
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    _print_inspect(info)
+
+
+def _print_inspect(info: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for key in ("file", "format_version", "mode", "cipher", "segment_size", "file_size", "data_length", "segments", "index"):
+        console.print(f"[bold]{key}[/bold]: {info[key]}")
+    console.print(f"[bold]recipients[/bold]: {', '.join(info['recipients'])}")
+    if info["identity"]:
+        console.print(f"[bold]model[/bold]: {info['identity']}")
+    if "tensors" in info:
+        note = "authenticated" if info["authenticated"] else "public, not authenticated without a key"
+        table = Table(title=f"{len(info['tensors'])} tensors ({note})")
+        for col in ("name", "dtype", "shape", "bytes"):
+            table.add_column(col)
+        for t in info["tensors"]:
+            table.add_row(t["name"], t["dtype"], str(t["shape"]), str(t["bytes"]))
+        console.print(table)
+        if info.get("metadata"):
+            console.print(f"[bold]metadata[/bold]: {info['metadata']}")
+
+
+# ---- the one place where errors become exit codes ---------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="tensorseal", standalone_mode=False)
+        return 0
+    except TensorSealError as e:
+        click.echo(f"tensorseal: error: {e}", err=True)
+        if e.hint:
+            click.echo(f"tensorseal: hint: {e.hint}", err=True)
+        return next(code for cls, code in EXIT_CODES if isinstance(e, cls))
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        click.echo(f"tensorseal: error: {e.format_message()}", err=True)
+        click.echo("tensorseal: hint: run `tensorseal --help`", err=True)
+        return 2
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("tensorseal: interrupted", err=True)
+        return 130
+    except OSError as e:
+        click.echo(f"tensorseal: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", err=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
