@@ -115,3 +115,19 @@ def test_nonces_never_repeat_and_every_file_has_fresh_keys(tmp_path, identity):
     assert not set(data_regions[0][i : i + block] for i in range(0, 4096, block)) & set(
         data_regions[1][i : i + block] for i in range(0, 4096, block)
     )
+
+
+def test_read_blob_into_memory(tmp_path, identity):
+    src = tmp_path / "m.onnx"
+    src.write_bytes(np.random.default_rng(9).bytes(10_000))
+    tensorseal.encrypt_file(src, tmp_path / "b", [identity.recipient()], options=SealOptions(segment_size=SMALL_SEGMENT))
+    assert tensorseal.read_blob(tmp_path / "b", [identity]) == src.read_bytes()
+    st_save({"a": np.ones(2)}, tmp_path / "t.safetensors")
+    tensorseal.encrypt_file(tmp_path / "t.safetensors", tmp_path / "t", [identity.recipient()])
+    with pytest.raises(UsageError):
+        tensorseal.read_blob(tmp_path / "t", [identity])
+    data = bytearray((tmp_path / "b").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "b").write_bytes(bytes(data))
+    with pytest.raises(tensorseal.AuthenticationError):
+        tensorseal.read_blob(tmp_path / "b", [identity])

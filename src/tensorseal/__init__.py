@@ -5,7 +5,7 @@ Public API (everything else is internal)::
     tensorseal.numpy.save_file / load_file / safe_open
     tensorseal.torch.save_file / load_file / safe_open
     tensorseal.safe_open(path, framework="np"|"pt", identities=[...])
-    tensorseal.encrypt_file / decrypt_file / verify_file
+    tensorseal.encrypt_file / decrypt_file / verify_file / read_blob
     tensorseal.X25519Identity, X25519Recipient, SymmetricKey, Passphrase
     tensorseal.load_identities, load_recipients, parse_recipient
     tensorseal.errors (one exception tree rooted at TensorSealError)
@@ -23,7 +23,7 @@ from .errors import (
     TensorSealError,
     UsageError,
 )
-from .files import IdentityArg, decrypt_file, encrypt_file, verify_file
+from .files import IdentityArg, decrypt_file, encrypt_file, read_blob, verify_file
 from .recipients import (
     Identity,
     Passphrase,
@@ -55,6 +55,7 @@ __all__ = [
     "load_identities",
     "load_recipients",
     "parse_recipient",
+    "read_blob",
     "safe_open",
     "verify_file",
 ]

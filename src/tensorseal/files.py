@@ -107,6 +107,21 @@ def decrypt_file(
         return sealed.header
 
 
+def read_blob(src: str | os.PathLike[str], identities: IdentityArg, *, threads: int | None = None) -> bytearray:
+    """Decrypt a sealed blob (ONNX, TorchScript, pickle, ...) into memory, never to disk.
+
+    Returns only after every tag verified. Raises UsageError for a tensors-mode file, and
+    like :func:`decrypt_file` otherwise.
+    """
+    with SealedFile(src) as sealed:
+        sealed.unlock(identities)
+        if sealed.header.mode != "blob":
+            raise UsageError(f"{os.fspath(src)} holds tensors, not a blob", hint="use tensorseal.numpy/torch.load_file")
+        out = bytearray(sealed.header.data_length)
+        sealed.decrypt_tensors_into({0: memoryview(out)}, threads=threads)
+        return out
+
+
 def verify_file(
     src: str | os.PathLike[str], identities: IdentityArg, *, threads: int | None = None, progress: Progress | None = None
 ) -> Header:
