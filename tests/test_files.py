@@ -131,3 +131,18 @@ def test_read_blob_into_memory(tmp_path, identity):
     (tmp_path / "b").write_bytes(bytes(data))
     with pytest.raises(tensorseal.AuthenticationError):
         tensorseal.read_blob(tmp_path / "b", [identity])
+
+
+def test_dtypes_no_framework_can_hold_still_round_trip_as_files(tmp_path, identity):
+    """Sub-byte dtypes (F4, F6) and F8_E8M0: sealed and decrypted byte for byte; the
+    numpy loader says clearly that it cannot represent F4."""
+    from tensorseal.format.safetensors_index import build_index
+
+    index = build_index({"f4": ("F4", (6,)), "f6": ("F6_E2M3", (8,)), "e8": ("F8_E8M0", (3,))}, None)
+    src = tmp_path / "odd.safetensors"
+    src.write_bytes(index.raw + np.random.default_rng(0).bytes(index.data_length))
+    tensorseal.encrypt_file(src, tmp_path / "o.tseal", [identity.recipient()])
+    tensorseal.decrypt_file(tmp_path / "o.tseal", tmp_path / "back", [identity])
+    assert (tmp_path / "back").read_bytes() == src.read_bytes()
+    with pytest.raises(tensorseal.errors.UnsupportedDtypeError):
+        tensorseal.numpy.load_file(tmp_path / "o.tseal", [identity])

@@ -15,7 +15,7 @@ from .conftest import KEY_KINDS, SMALL_SEGMENT, key_pair  # noqa: E402
 
 DTYPES = [torch.bool, torch.uint8, torch.int8, torch.int16, torch.uint16, torch.float16, torch.bfloat16,
           torch.int32, torch.uint32, torch.float32, torch.int64, torch.uint64, torch.float64, torch.complex64,
-          torch.float8_e4m3fn, torch.float8_e5m2]  # fmt: skip
+          torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e8m0fnu]  # fmt: skip
 
 
 def tensors() -> dict[str, torch.Tensor]:
