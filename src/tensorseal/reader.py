@@ -17,8 +17,8 @@ from cryptography.exceptions import InvalidTag
 
 from . import _parallel
 from .errors import (
-    AuthenticationError,
     FormatError,
+    HeaderAuthenticationError,
     IncorrectIdentityError,
     LayoutError,
     NoIdentityMatchError,
@@ -139,7 +139,7 @@ class SealedFile:
                 try:
                     raw = make_aead(self.header.cipher, keys.index_key).decrypt(INDEX_NONCE, raw, self._aad)
                 except InvalidTag:
-                    raise AuthenticationError("the tensor index does not decrypt (corrupt writer?)") from None
+                    raise HeaderAuthenticationError("the tensor index does not decrypt under the file key") from None
             self._index = parse_index(raw)
             lengths = [e.nbytes for e in self._index.entries]
         else:

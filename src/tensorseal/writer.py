@@ -109,6 +109,8 @@ def write_sealed(
     runs, segment_count = plan_runs(lengths, options.segment_size)
     data_length = sum(lengths)
     index_length = len(index) + (C.TAG_SIZE if index and not options.public_index else 0)
+    if index_length > C.MAX_INDEX_SIZE:
+        raise UsageError(f"tensor index of {len(index)} bytes is over the format's limit")
     header, header_raw = _layout(
         options, mode, salt, keys.commitment, stanzas, index_length, data_length, segment_count
     )

@@ -154,3 +154,40 @@ def tensorseal_errors():
     import tensorseal.errors
 
     return tensorseal.errors
+
+
+@pytest.mark.parametrize("where", ["type", "arg", "identity"])
+def test_lone_surrogates_are_syntax_errors(header_json, where):
+    if where == "type":
+        header_json["recipients"][0]["type"] = "\ud800"
+    elif where == "arg":
+        header_json["recipients"][0]["args"] = ["\ud800"]
+    else:
+        header_json["identity"]["name"] = "\ud800"
+    raw = json.dumps(header_json, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    with pytest.raises(HeaderSyntaxError):
+        parse_header(raw)
+
+
+def test_huge_integer_literals_are_syntax_errors(header_json):
+    raw = enc(header_json).replace(b'"segment_size":', b'"segment_size":' + b"9" * 5000 + b",\"x\":", 1)
+    with pytest.raises(HeaderSyntaxError):
+        parse_header(raw)
+    with pytest.raises(HeaderSyntaxError):
+        parse_index(struct.pack("<Q", 5011) + b'{"a":' + b"1" * 5005 + b"}")
+
+
+def test_null_metadata_is_refused():
+    body = b'{"__metadata__":null}'
+    with pytest.raises(HeaderSyntaxError):
+        parse_index(struct.pack("<Q", len(body)) + body)
+
+
+def test_writer_refuses_identities_its_reader_would_reject(tmp_path, identity):
+    from tensorseal.errors import UsageError
+
+    for kwargs in ({"name": ""}, {"version": "v" * 257}, {"name": "\ud800"}):
+        with pytest.raises(UsageError):
+            tsnp.save_file({"a": np.ones(1)}, tmp_path / "m", [identity.recipient()], **kwargs)
+    assert not (tmp_path / "m").exists()
+    tsnp.save_file({"a": np.ones(1)}, tmp_path / "m", [identity.recipient()], name="n" * 256, version="ü")

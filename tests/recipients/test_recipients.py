@@ -149,3 +149,41 @@ def test_to_recipients_and_identities(tmp_path):
     (tmp_path / "empty").write_text("# nothing\n")
     with pytest.raises(InvalidKeyError):
         load_identities(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("factor", ["\u00b2", "\u0661", "0", "00", "1 ", "+5", "31"])
+def test_scrypt_work_factor_text_must_be_plain_ascii(factor):
+    s = fast_passphrase().wrap(FILE_KEY)[0]
+    with pytest.raises(FormatError):
+        fast_passphrase().unwrap([Stanza("scrypt", (s.args[0], factor), s.body)])
+
+
+def test_key_strings_have_one_spelling():
+    import base64
+
+    ident = X25519Identity.generate()
+    text = str(ident.recipient())
+    with pytest.raises(InvalidKeyError):
+        parse_recipient(text + "======")
+    # flip the unused low bits of the last base32 character: same bytes, other spelling
+    payload = base64.b32decode(text[6:].upper() + "======")
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    last = alphabet.index(text[-1])
+    for other in {last ^ b for b in (1, 2, 4, 8)}:
+        variant = text[:-1] + alphabet[other]
+        try:
+            decoded = base64.b32decode(variant[6:].upper() + "======")
+        except ValueError:
+            continue
+        if decoded == payload:
+            with pytest.raises(InvalidKeyError):
+                parse_recipient(variant)
+
+
+def test_a_32_byte_ascii_key_file_is_a_raw_key(tmp_path):
+    raw = b"0123456789abcdef0123456789abcdef"
+    path = tmp_path / "k"
+    path.write_bytes(raw)
+    stanzas = SymmetricKey(raw).wrap(FILE_KEY)
+    assert load_identities(path)[0].unwrap(stanzas) == FILE_KEY
+    assert SymmetricKey.from_file(path).unwrap(stanzas) == FILE_KEY

@@ -23,7 +23,7 @@ DATA_ALIGNMENT = 4096  # writers start the data region on a page boundary
 
 # Limits, checked before the thing they bound is read or parsed.
 MAX_HEADER_SIZE = 16 << 20
-MAX_INDEX_SIZE = 100_000_000 + TAG_SIZE  # the safetensors header cap, plus a tag
+MAX_INDEX_SIZE = 8 + 100_000_000 + TAG_SIZE  # length field + the safetensors header cap + a tag
 MAX_STANZAS = 1024
 MAX_STANZA_ARGS = 8
 MAX_STANZA_ARG_SIZE = 1024

@@ -20,6 +20,7 @@ from ..errors import (
     NotSealedError,
     TruncatedError,
     UnsupportedVersionError,
+    UsageError,
 )
 from . import constants as C
 
@@ -45,6 +46,19 @@ class ModelIdentity:
     name: str | None = None
     version: str | None = None
     file: str | None = None
+
+    def __post_init__(self) -> None:
+        for key, value in (("name", self.name), ("version", self.version), ("file", self.file)):
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value:
+                raise UsageError(f"model {key} must be a non-empty string")
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise UsageError(f"model {key} is not valid Unicode") from None
+            if size > C.MAX_IDENTITY_FIELD:
+                raise UsageError(f"model {key} is longer than {C.MAX_IDENTITY_FIELD} bytes")
 
     def to_json(self) -> dict[str, str]:
         return {k: v for k, v in (("name", self.name), ("version", self.version), ("file", self.file)) if v is not None}
@@ -175,6 +189,8 @@ def loads_strict(raw: bytes, what: str) -> Any:
         raise HeaderSyntaxError(f"{what} is not valid JSON ({e.msg} at {e.pos})") from None
     except RecursionError:
         raise HeaderSyntaxError(f"{what} is nested too deeply") from None
+    except ValueError:  # e.g. an integer literal beyond Python's digit limit
+        raise HeaderSyntaxError(f"{what} holds an out-of-range number") from None
 
 
 def expect_keys(obj: Any, required: set[str], what: str, optional: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -200,7 +216,11 @@ def expect_int(v: Any, what: str, lo: int, hi: int) -> int:
 def expect_str(v: Any, what: str, max_len: int) -> str:
     if not isinstance(v, str):
         raise HeaderSyntaxError(f"{what} must be a string")
-    if len(v.encode("utf-8")) > max_len:
+    try:
+        size = len(v.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+        raise HeaderSyntaxError(f"{what} is not valid Unicode") from None
+    if size > max_len:
         raise LimitExceededError(f"{what} is longer than {max_len} bytes")
     return v
 

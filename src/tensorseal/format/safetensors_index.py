@@ -81,10 +81,9 @@ def parse_index(raw: bytes) -> TensorIndex:
     obj = loads_strict(raw[8:], "tensor index")
     if not isinstance(obj, dict):
         raise HeaderSyntaxError("tensor index must be a JSON object")
+    has_metadata = "__metadata__" in obj
     metadata = obj.pop("__metadata__", None)
-    if metadata is not None and (
-        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
-    ):
+    if has_metadata and (not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())):
         raise HeaderSyntaxError("__metadata__ must map strings to strings")
     entries = []
     for name, info in obj.items():

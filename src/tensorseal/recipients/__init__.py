@@ -64,11 +64,8 @@ def _key_lines(path: str | os.PathLike[str], what: str) -> list[str]:
 def load_identities(path: str | os.PathLike[str]) -> list[Identity]:
     """Every identity in an identity file (text lines; ``#`` comments), or a raw 32-byte
     symmetric key file. Raises InvalidKeyError, OSError."""
-    if os.path.getsize(path) == 32:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if not raw.isascii():  # raw key bytes; a text key file is longer than 32 bytes
-            return [SymmetricKey(raw)]
+    if os.path.getsize(path) == 32:  # raw key bytes: any text key file is longer
+        return [SymmetricKey.from_file(path)]
     return [parse_identity(line) for line in _key_lines(path, "identity")]
 
 

@@ -86,6 +86,8 @@ def decode_key_string(prefix: str, text: str, size: int, what: str) -> bytes:
         raw = base64.b32decode(body + "=" * (-len(body) % 8))
     except ValueError:
         raise InvalidKeyError(f"{what} is not valid base32") from None
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != body:  # padding or stray bits
+        raise InvalidKeyError(f"{what} is not canonical base32")
     if len(raw) != size + 4:
         raise InvalidKeyError(f"{what} has the wrong length")
     payload, check = raw[:size], raw[size:]

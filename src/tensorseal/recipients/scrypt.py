@@ -9,6 +9,7 @@ only stanza of a file, so a passphrase cannot silently sit beside a public key.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -22,6 +23,9 @@ SALT_LABEL = b"tensorseal/v1/scrypt"
 SALT_SIZE = 16
 DEFAULT_WORK_FACTOR = 18  # N = 2^18: about a second and 256 MiB, as age
 MAX_WORK_FACTOR = 22
+
+
+_WORK_FACTOR = re.compile(r"[1-9]|[12][0-9]|30")  # ASCII digits, no leading zero
 
 
 def _derive(passphrase: bytes, salt: bytes, log_n: int) -> bytes:
@@ -61,10 +65,9 @@ class Passphrase:
             if len(stanza.args) != 2:
                 raise FormatError("scrypt stanza must have two arguments")
             salt = b64arg(stanza.args[0], SALT_SIZE, "scrypt salt")
-            log_n_text = stanza.args[1]
-            if not log_n_text.isdigit() or log_n_text != str(int(log_n_text)) or not 1 <= int(log_n_text) <= 30:
+            if not _WORK_FACTOR.fullmatch(stanza.args[1]):
                 raise FormatError("scrypt work factor must be a decimal integer in 1..30")
-            log_n = int(log_n_text)
+            log_n = int(stanza.args[1])
             if log_n > self.max_work_factor:
                 raise WorkFactorError(
                     f"scrypt work factor {log_n} is above the limit {self.max_work_factor}",
