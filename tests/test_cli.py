@@ -181,3 +181,46 @@ def test_console_script(tmp_path):
     assert done.returncode == 0 and "tensorseal" in done.stdout
     done = subprocess.run([*cmd, "decrypt", str(tmp_path / "nope")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("tensorseal: error:")
+
+
+def _run_on_a_terminal(args: list[str], answers: list[bytes], timeout: float = 60) -> tuple[int, bytes]:
+    """Run the CLI with a pseudo-terminal as its controlling terminal, typing ``answers``
+    at each prompt, as a person would."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        env = {k: v for k, v in os.environ.items() if k != "TENSORSEAL_PASSPHRASE"}
+        os.execve(sys.executable, [sys.executable, "-m", "tensorseal.cli", *args], env)
+    output, deadline = b"", time.monotonic() + timeout
+    pending = list(answers)
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if pending and output.rstrip().endswith(b":"):
+                os.write(fd, pending.pop(0) + b"\n")
+                output += b"\n"
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), output
+
+
+def test_passphrase_prompt_on_a_terminal(tmp_path, model):
+    sealed, back = tmp_path / "m.tseal", tmp_path / "back.safetensors"
+    code, out = _run_on_a_terminal(["encrypt", str(model), "-o", str(sealed), "--passphrase"], [b"s3cret pw", b"s3cret pw"])
+    assert code == 0, out
+    assert b"s3cret" not in out  # hidden input is not echoed
+    code, out = _run_on_a_terminal(["decrypt", str(sealed), "-o", str(back)], [b"s3cret pw"])
+    assert code == 0, out
+    assert back.read_bytes() == model.read_bytes()
+    code, out = _run_on_a_terminal(["verify", str(sealed)], [b"wrong"])
+    assert code == 4 and b"no identity matched" in out
