@@ -188,6 +188,7 @@ def _run_on_a_terminal(args: list[str], answers: list[bytes], timeout: float = 6
     at each prompt, as a person would."""
     import pty
     import select
+    import termios
     import time
 
     pid, fd = pty.fork()
@@ -206,9 +207,13 @@ def _run_on_a_terminal(args: list[str], answers: list[bytes], timeout: float = 6
             if not chunk:
                 break
             output += chunk
-            if pending and output.rstrip().endswith(b":"):
-                os.write(fd, pending.pop(0) + b"\n")
-                output += b"\n"
+        # answer only once the prompt is shown and echo is off: getpass flushes input
+        # typed before it switches the terminal to hidden mode
+        if pending and output.rstrip().endswith(b":") and not termios.tcgetattr(fd)[3] & termios.ECHO:
+            os.write(fd, pending.pop(0) + b"\n")
+            output += b"\n"
+    else:
+        os.kill(pid, 9)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), output

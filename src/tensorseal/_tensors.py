@@ -31,6 +31,10 @@ class Framework(Protocol[T]):
         """(safetensors dtype, shape, contiguous little-endian uint8 view of the data)."""
         ...
 
+    def empty(self, nbytes: int) -> np.ndarray:
+        """A new uint8 buffer for one tensor, from the memory the framework will own."""
+        ...
+
     def from_buffer(self, buf: np.ndarray, entry: TensorEntry) -> T:
         """Reinterpret a uint8 buffer holding the tensor's bytes as a tensor."""
         ...
@@ -38,12 +42,6 @@ class Framework(Protocol[T]):
     def index(self, tensor: T, key: Any) -> T:
         """``tensor[key]`` in the framework's own indexing rules."""
         ...
-
-
-def empty_bytes(nbytes: int) -> np.ndarray:
-    """One allocation for one tensor. numpy asks the kernel for transparent huge pages on
-    large buffers, which keeps first-touch page faults low while decrypting into it."""
-    return np.empty(nbytes, dtype=np.uint8)
 
 
 def save(
@@ -81,7 +79,7 @@ def save(
 def load(fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg, threads: int | None) -> dict[str, T]:
     with open_unlocked(path, identities) as sealed:
         entries = sealed.index.entries
-        buffers = [empty_bytes(e.nbytes) for e in entries]
+        buffers = [fw.empty(e.nbytes) for e in entries]
         try:
             sealed.decrypt_tensors_into({i: memoryview(b) for i, b in enumerate(buffers)}, threads=threads)
         except BaseException:
@@ -142,7 +140,7 @@ class SafeOpen(Generic[T]):
         """Decrypt and authenticate one tensor. Raises UsageError for an unknown name."""
         i = self._position(name)
         entry = self._index.entries[i]
-        buf = empty_bytes(entry.nbytes)
+        buf = self._fw.empty(entry.nbytes)
         self._sealed.decrypt_tensors_into({i: memoryview(buf)}, threads=self._threads)
         return self._fw.from_buffer(buf, entry)
 
@@ -158,9 +156,9 @@ class SafeOpen(Generic[T]):
         first, last = run_start + lo * row, run_start + hi * row  # in data-region offsets
         wanted = [s for s in self._sealed.segments(i) if s.start < last and s.start + s.length > first]
         if not wanted:
-            return empty_bytes(0)
+            return self._fw.empty(0)
         base = wanted[0].start
-        buf = empty_bytes(wanted[-1].start + wanted[-1].length - base)
+        buf = self._fw.empty(wanted[-1].start + wanted[-1].length - base)
         mv = memoryview(buf)
         self._sealed.decrypt([Job(s, mv[s.start - base : s.start - base + s.length]) for s in wanted], threads=self._threads)
         return buf[first - base : last - base]

@@ -65,6 +65,11 @@ class _Numpy:
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         return dtype, tuple(tensor.shape), arr.reshape(-1).view(np.uint8)
 
+    def empty(self, nbytes: int) -> np.ndarray:
+        # numpy asks for transparent huge pages on large buffers: far fewer first-touch
+        # page faults while tensors are decrypted into them (see BENCHMARKS.md).
+        return np.empty(nbytes, dtype=np.uint8)
+
     def from_buffer(self, buf: np.ndarray, entry: TensorEntry) -> np.ndarray:
         return buf.view(_np_dtype(entry.dtype)).reshape(entry.shape)
 
