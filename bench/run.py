@@ -425,7 +425,9 @@ class Suite:
             return ok, f"mode {header.mode}; decrypts to {'the original' if ok else 'DIFFERENT bytes'}"
         return True, "no check"
 
-    def measure(self, c: Contender) -> dict[str, Any]:
+    def start(self, c: Contender) -> dict[str, Any]:
+        """Make the contender's input, then one untimed run: correctness check and warm-up.
+        Returns its record, with status "ready" unless it was skipped or failed."""
         rec: dict[str, Any] = {"name": c.name, "label": c.label, "group": c.group, "runs": []}
         missing = [m for m in c.requires if not have(m)]
         if missing:
@@ -441,28 +443,41 @@ class Suite:
                 rec["label"] += " [API fallback: no CLI]"
         out = self.path("out")
         try:
-            if c.verify:  # one untimed run: correctness check, doubles as warm-up
-                res, proc = self.run_once(c, verify=True, out=out)
-                if proc.rc != 0:
-                    return {**rec, "status": "failed", "reason": f"exit status {proc.rc}: {proc.log[-600:]}"}
+            res, proc = self.run_once(c, verify=bool(c.verify), out=out)
+            if proc.rc != 0:
+                return {**rec, "status": "failed", "reason": f"exit status {proc.rc}: {proc.log[-600:]}"}
+            if c.verify:
                 ok, detail = self.check(c, res, out)
                 rec["verified"], rec["verify_detail"] = ok, detail
                 if not ok:
                     return {**rec, "status": "failed", "reason": f"wrong result: {detail}"}
-            else:
-                self.run_once(c, verify=False, out=out)  # warm-up
-            for i in range(self.args.runs):
-                res, proc = self.run_once(c, verify=False, out=out)
-                if proc.rc != 0:
-                    return {**rec, "status": "failed", "reason": f"run {i + 1}: exit status {proc.rc}: {proc.log[-600:]}"}
-                run = {"wall_s": proc.wall_s, "maxrss": proc.maxrss}
-                for k in ("call_s", "setup_s", "calls"):
-                    if k in res:
-                        run[k] = res[k]
-                rec["runs"].append(run)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(out)
+        return {**rec, "status": "ready"}
+
+    def time_once(self, c: Contender, rec: dict[str, Any]) -> None:
+        """One timed fresh-process run, appended to ``rec`` (status "failed" on error)."""
+        if c.input:
+            C.warm(self.path(c.input))  # in the page cache, whatever ran before
+        out = self.path("out")
+        try:
+            res, proc = self.run_once(c, verify=False, out=out)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(out)
+        if proc.rc != 0:
+            rec.update(status="failed", reason=f"run {len(rec['runs']) + 1}: exit status {proc.rc}: {proc.log[-600:]}")
+            return
+        run = {"wall_s": proc.wall_s, "maxrss": proc.maxrss}
+        for k in ("call_s", "setup_s", "calls"):
+            if k in res:
+                run[k] = res[k]
+        rec["runs"].append(run)
+
+    def finish(self, rec: dict[str, Any]) -> dict[str, Any]:
+        if rec["status"] != "ready":
+            return rec
         runs = rec["runs"]
         rec["status"] = "ok"
         rec["wall_s"] = statistics.median(r["wall_s"] for r in runs)
@@ -471,7 +486,7 @@ class Suite:
         for k in ("call_s", "setup_s"):
             if all(k in r for r in runs):
                 rec[k] = statistics.median(r[k] for r in runs)
-        if c.group != "baseline":
+        if rec["group"] != "baseline":
             rec["gbps_wall"] = self.size / GB / rec["wall_s"]
             if "call_s" in rec:
                 rec["gbps_call"] = self.size / GB / rec["call_s"]
@@ -510,29 +525,34 @@ class Suite:
         return self.dir
 
     def run(self, selected: list[str]) -> dict[str, Any]:
+        """Check every contender once, then time them round-robin: run k of every
+        contender before run k+1 of any, so slow phases of the machine (this VM backs
+        freshly touched memory lazily) land on all contenders alike, not on one."""
         self.prepare()
-        last_use: dict[str, int] = {}
-        order = [n for n in EXEC_ORDER if n in selected]
-        for i, n in enumerate(order):
-            c = BY_NAME[n]
-            if c.input:
-                last_use[c.input] = i
-                if c.input == "blob_sealed":
-                    last_use["blob"] = max(last_use.get("blob", -1), i)
+        order = [BY_NAME[n] for n in EXEC_ORDER if n in selected]
         results: dict[str, dict[str, Any]] = {}
-        for i, n in enumerate(order):
-            c = BY_NAME[n]
-            self.log(f"  {n:16s} ...")
-            t0 = time.perf_counter()
+        for c in order:
+            self.log(f"  {c.name:16s} checking ...")
             try:
-                rec = self.measure(c)
+                results[c.name] = self.start(c)
             except Exception as e:  # noqa: BLE001 - one contender's crash must not end the suite
-                rec = {"name": c.name, "label": c.label, "group": c.group, "runs": [], "status": "failed", "reason": f"{type(e).__name__}: {e}"}
-            results[n] = rec
-            self.log(f"  {n:16s} {summary(rec)}  [{time.perf_counter() - t0:.1f}s]")
-            for key, last in last_use.items():
-                if last == i:
-                    self.drop(key)
+                results[c.name] = {"name": c.name, "label": c.label, "group": c.group, "runs": [], "status": "failed", "reason": f"{type(e).__name__}: {e}"}
+            if results[c.name]["status"] != "ready":
+                self.log(f"  {c.name:16s} {summary(results[c.name])}")
+        for r in range(self.args.runs):
+            t0 = time.perf_counter()
+            for c in order:
+                if results[c.name]["status"] == "ready":
+                    try:
+                        self.time_once(c, results[c.name])
+                    except Exception as e:  # noqa: BLE001
+                        results[c.name].update(status="failed", reason=f"{type(e).__name__}: {e}")
+            self.log(f"  round {r + 1}/{self.args.runs} done [{time.perf_counter() - t0:.1f}s]")
+        for c in order:
+            results[c.name] = self.finish(results[c.name])
+            self.log(f"  {c.name:16s} {summary(results[c.name])}")
+        for key in list(self.made):
+            self.drop(key)
         ordered = [results[c.name] for c in CONTENDERS if c.name in results]
         add_ratios(ordered)
         return {

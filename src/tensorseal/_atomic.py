@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 
 
@@ -13,6 +12,8 @@ def atomic_output(path: str | os.PathLike[str], *, durable: bool = False) -> Ite
     """Yield a file descriptor of a temp file beside ``path``; rename it onto ``path`` if
     the block completes, delete it if the block raises. ``durable`` fsyncs file and
     directory before and after the rename."""
+    import tempfile  # only writers need it; keeps `import tensorseal` light for loaders
+
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial", dir=directory)

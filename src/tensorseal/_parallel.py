@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from typing import TypeVar
 
 from .errors import UsageError
@@ -32,7 +32,8 @@ def thread_count(requested: int | None = None) -> int:
 
 
 def run_chunked(items: Sequence[T], worker: Callable[[Sequence[T]], None], threads: int) -> None:
-    """Split ``items`` into ``threads`` contiguous chunks and run ``worker`` on each.
+    """Split ``items`` into ``threads`` contiguous chunks and run ``worker`` on each, one
+    thread per chunk (the calling thread takes the first).
 
     Every chunk runs to completion or to its first error; then the first error (in chunk
     order) is raised, so the caller never sees partial success as success.
@@ -40,11 +41,22 @@ def run_chunked(items: Sequence[T], worker: Callable[[Sequence[T]], None], threa
     if not items:
         return
     threads = max(1, min(threads, len(items)))
-    if threads == 1:
-        worker(items)
-        return
     bounds = [len(items) * i // threads for i in range(threads + 1)]
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tensorseal") as pool:
-        futures = [pool.submit(worker, items[bounds[i] : bounds[i + 1]]) for i in range(threads)]
-    for f in futures:
-        f.result()
+    chunks = [items[bounds[i] : bounds[i + 1]] for i in range(threads)]
+    errors: list[BaseException | None] = [None] * threads
+
+    def run(i: int) -> None:
+        try:
+            worker(chunks[i])
+        except BaseException as e:  # handed to the caller below
+            errors[i] = e
+
+    helpers = [threading.Thread(target=run, args=(i,), name=f"tensorseal-{i}", daemon=True) for i in range(1, threads)]
+    for t in helpers:
+        t.start()
+    run(0)
+    for t in helpers:
+        t.join()
+    for e in errors:
+        if e is not None:
+            raise e

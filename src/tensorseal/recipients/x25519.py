@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from ..errors import FormatError, IncorrectIdentityError
 from ..format.header import Stanza, b64encode
@@ -23,7 +22,7 @@ IDENTITY_PREFIX = "TSEAL-SECRET-KEY-1"
 
 
 def _raw_public(key: X25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.public_bytes_raw()
 
 
 def _wrap_key(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
@@ -77,7 +76,7 @@ class X25519Identity:
         return cls(X25519PrivateKey.from_private_bytes(raw))
 
     def __str__(self) -> str:
-        raw = self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        raw = self._key.private_bytes_raw()
         return encode_key_string(IDENTITY_PREFIX, raw, upper=True)
 
     def __repr__(self) -> str:
