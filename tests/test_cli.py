@@ -229,3 +229,38 @@ def test_passphrase_prompt_on_a_terminal(tmp_path, model):
     assert back.read_bytes() == model.read_bytes()
     code, out = _run_on_a_terminal(["verify", str(sealed)], [b"wrong"])
     assert code == 4 and b"no identity matched" in out
+
+
+def test_publisher_signatures(capsys, tmp_path, model, keyfile):
+    sk = tmp_path / "publisher.key"
+    code, _, err = run(capsys, "keygen", "--signing", "-o", sk)
+    assert code == 0 and "Public key: tsealpub1" in err
+    code, pub, _ = run(capsys, "keygen", "-y", sk)
+    pub = pub.strip()
+    assert pub.startswith("tsealpub1")
+    sealed = tmp_path / "m.tseal"
+    assert run(capsys, "encrypt", model, "-o", sealed, "-r", recipient_of(capsys, keyfile), "--sign-key", sk)[0] == 0
+    code, _, err = run(capsys, "verify", sealed, "--signer", pub)  # no decryption key
+    assert code == 0 and "signature from a trusted signer" in err
+    trusted = tmp_path / "trusted.txt"
+    trusted.write_text(f"# publishers\n{pub}\n")
+    assert run(capsys, "verify", sealed, "--trusted-signers", trusted, "-i", keyfile)[0] == 0
+    code, out, _ = run(capsys, "inspect", sealed, "--json")
+    assert json.loads(out)["signed_by"] == [pub]
+    assert run(capsys, "decrypt", sealed, "-i", keyfile, "--signer", pub, "-o", tmp_path / "back")[0] == 0
+
+    other = tmp_path / "other.key"
+    run(capsys, "keygen", "--signing", "-o", other)
+    _, other_pub, _ = run(capsys, "keygen", "-y", other)
+    code, _, err = run(capsys, "verify", sealed, "--signer", other_pub.strip())
+    assert code == 5 and "no signature from a trusted signer" in err
+    code, _, err = run(capsys, "decrypt", sealed, "-i", keyfile, "--signer", other_pub.strip(), "-o", tmp_path / "no")
+    assert code == 5 and not (tmp_path / "no").exists()
+    assert run(capsys, "sign", sealed, "--sign-key", other)[0] == 0
+    assert run(capsys, "verify", sealed, "--signer", other_pub.strip(), "-q")[0] == 0
+
+    data = bytearray(sealed.read_bytes())
+    data[5000] ^= 1
+    sealed.write_bytes(bytes(data))
+    code, _, err = run(capsys, "verify", sealed, "--signer", pub)
+    assert code == 5 and "changed after it was signed" in err

@@ -5,7 +5,8 @@ Public API (everything else is internal)::
     tensorseal.numpy.save_file / load_file / safe_open
     tensorseal.torch.save_file / load_file / safe_open
     tensorseal.safe_open(path, framework="np"|"pt", identities=[...])
-    tensorseal.encrypt_file / decrypt_file / verify_file / read_blob
+    tensorseal.encrypt_file / decrypt_file / verify_file / read_blob / sign_file
+    tensorseal.SigningKey, VerifyingKey, load_trusted_signers (publisher signatures)
     tensorseal.X25519Identity, X25519Recipient, SymmetricKey, Passphrase
     tensorseal.load_identities, load_recipients, parse_recipient
     tensorseal.errors (one exception tree rooted at TensorSealError)
@@ -23,7 +24,7 @@ from .errors import (
     TensorSealError,
     UsageError,
 )
-from .files import IdentityArg, decrypt_file, encrypt_file, read_blob, verify_file
+from .files import IdentityArg, SignersArg, decrypt_file, encrypt_file, read_blob, sign_file, verify_file
 from .recipients import (
     Identity,
     Passphrase,
@@ -35,6 +36,7 @@ from .recipients import (
     load_recipients,
     parse_recipient,
 )
+from .signing import SigningKey, VerifyingKey, load_trusted_signers
 
 __version__ = "0.1.0"
 
@@ -45,18 +47,22 @@ __all__ = [
     "NoIdentityMatchError",
     "Passphrase",
     "Recipient",
+    "SigningKey",
     "SymmetricKey",
     "TensorSealError",
     "UsageError",
     "X25519Identity",
+    "VerifyingKey",
     "X25519Recipient",
     "decrypt_file",
     "encrypt_file",
     "load_identities",
     "load_recipients",
+    "load_trusted_signers",
     "parse_recipient",
     "read_blob",
     "safe_open",
+    "sign_file",
     "verify_file",
 ]
 
@@ -67,6 +73,7 @@ def safe_open(
     identities: IdentityArg = (),
     device: str = "cpu",
     *,
+    signers: SignersArg | None = None,
     threads: int | None = None,
 ) -> Any:
     """Open a sealed tensors file lazily, like ``safetensors.safe_open``.
@@ -80,9 +87,9 @@ def safe_open(
             raise UsageError("numpy tensors live on the cpu")
         from . import numpy as np_api
 
-        return np_api.safe_open(filename, identities, threads=threads)
+        return np_api.safe_open(filename, identities, signers=signers, threads=threads)
     if framework in ("pt", "torch"):
         from . import torch as pt_api
 
-        return pt_api.safe_open(filename, identities, device, threads=threads)
+        return pt_api.safe_open(filename, identities, device, signers=signers, threads=threads)
     raise UsageError(f"unknown framework {framework!r} (use 'np' or 'pt')")

@@ -13,12 +13,13 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from .errors import UsageError
-from .files import IdentityArg
+from .files import IdentityArg, SignersArg
 from .format.header import ModelIdentity
 from .format.safetensors_index import TensorEntry, build_index
 from .format.segments import Segment
 from .reader import Job, SealedFile
 from .recipients import Recipient
+from .signing import SigningKey, to_signing_keys, to_verifying_keys
 from .writer import SealOptions, write_sealed
 
 T = TypeVar("T")
@@ -52,6 +53,7 @@ def save(
     metadata: Mapping[str, str] | None,
     options: SealOptions,
     threads: int | None,
+    sign_with: Sequence[SigningKey | str | os.PathLike[str]] = (),
 ) -> None:
     if not isinstance(tensors, Mapping):
         raise UsageError("tensors must be a dict of name -> tensor")
@@ -72,12 +74,14 @@ def save(
 
     write_sealed(
         path, mode="tensors", lengths=[e.nbytes for e in index.entries], source=source,
-        recipients=recipients, index=index.raw, options=options, threads=threads,
+        recipients=recipients, index=index.raw, options=options, threads=threads, signers=to_signing_keys(sign_with),
     )  # fmt: skip
 
 
-def load(fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg, threads: int | None) -> dict[str, T]:
-    with open_unlocked(path, identities) as sealed:
+def load(
+    fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg, threads: int | None, signers: SignersArg | None
+) -> dict[str, T]:
+    with open_unlocked(path, identities, signers, threads) as sealed:
         entries = sealed.index.entries
         buffers = [fw.empty(e.nbytes) for e in entries]
         try:
@@ -89,9 +93,14 @@ def load(fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg
         return {e.name: fw.from_buffer(b, e) for e, b in zip(entries, buffers)}
 
 
-def open_unlocked(path: str | os.PathLike[str], identities: IdentityArg) -> SealedFile:
+def open_unlocked(
+    path: str | os.PathLike[str], identities: IdentityArg, signers: SignersArg | None = None, threads: int | None = None
+) -> SealedFile:
+    """Open, check the signature if ``signers`` are given, unwrap, authenticate."""
     sealed = SealedFile(path)
     try:
+        if signers is not None:
+            sealed.check_signatures(to_verifying_keys(signers), threads=threads)
         sealed.unlock(identities)
         if sealed.header.mode != "tensors":
             raise UsageError(f"{os.fspath(path)} is a sealed blob, not tensors", hint="use `tensorseal decrypt`")
@@ -108,10 +117,13 @@ def identity_from(name: str | None, version: str | None) -> ModelIdentity:
 class SafeOpen(Generic[T]):
     """``safe_open`` over a sealed file: the index is decrypted once, tensors on demand."""
 
-    def __init__(self, fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg, threads: int | None):
+    def __init__(
+        self, fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg, threads: int | None,
+        signers: SignersArg | None = None,
+    ) -> None:  # fmt: skip
         self._fw = fw
         self._threads = threads
-        self._sealed = open_unlocked(path, identities)
+        self._sealed = open_unlocked(path, identities, signers, threads)
         self._index = self._sealed.index
         self._by_name = self._index.by_name()
 

@@ -24,7 +24,7 @@ from .errors import (
     TensorSealError,
     UsageError,
 )
-from .files import decrypt_file, encrypt_file, verify_file
+from .files import decrypt_file, encrypt_file, sign_file, verify_file
 from .format.header import ModelIdentity
 from .reader import SealedFile
 from .recipients import (
@@ -37,6 +37,7 @@ from .recipients import (
     load_recipients,
     parse_recipient,
 )
+from .signing import SigningKey, VerifyingKey, load_trusted_signers
 from .writer import SealOptions
 
 SUFFIX = ".tseal"
@@ -117,6 +118,20 @@ identity_options = [
 ]
 
 
+signer_options = [
+    click.option("--signer", "signer_keys", multiple=True, help="Trusted publisher key tsealpub1... (repeatable)."),
+    click.option("--trusted-signers", "signer_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="File of trusted publisher keys, one per line."),
+]
+sign_key_option = click.option("--sign-key", "sign_keys", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Signing key file (repeatable).")
+
+
+def _collect_signers(signer_keys: Sequence[str], signer_files: Sequence[str]) -> list[VerifyingKey] | None:
+    keys = [VerifyingKey.parse(k) for k in signer_keys]
+    for f in signer_files:
+        keys.extend(load_trusted_signers(f))
+    return keys or None
+
+
 def _apply(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     def decorate(f: Any) -> Any:
         for opt in reversed(options):
@@ -137,10 +152,18 @@ def cli() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the new identity to this file.")
 @click.option("-y", "to_public", type=click.Path(dir_okay=False, exists=True), help="Print the recipient of this identity file.")
 @click.option("--symmetric", is_flag=True, help="Make a 256-bit symmetric key file instead of an X25519 identity.")
+@click.option("--signing", is_flag=True, help="Make an Ed25519 publisher signing key instead.")
 @force_option
-def keygen(output: str | None, to_public: str | None, symmetric: bool, force: bool) -> None:
-    """Make a new identity (or, with -y, print an identity file's recipient)."""
+def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: bool, force: bool) -> None:
+    """Make a new identity (or, with -y, print an identity or signing key's public key)."""
+    if symmetric and signing:
+        raise UsageError("choose --symmetric or --signing, not both")
     if to_public:
+        with open(to_public, "rb") as f:
+            is_signing = b"TSEAL-SIGNING-KEY-1" in f.read(4096)
+        if is_signing:
+            click.echo(str(SigningKey.from_file(to_public).public_key()))
+            return
         recipients = [str(i.recipient()) for i in load_identities(to_public) if isinstance(i, X25519Identity)]
         if not recipients:
             raise UsageError(f"{to_public} holds no X25519 identity")
@@ -152,6 +175,10 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, force: bo
     if symmetric:
         key = SymmetricKey.generate()
         text, public = f"# created: {created}\n# symmetric key: keep it secret\n{key}\n", None
+    elif signing:
+        skey = SigningKey.generate()
+        public = str(skey.public_key())
+        text = f"# created: {created}\n# public key: {public}\n{skey}\n"
     else:
         ident = X25519Identity.generate()
         public = str(ident.recipient())
@@ -179,13 +206,15 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, force: bo
 @click.option("--segment-size", type=int, default=None, help="Bytes per authenticated segment (power of two, 4 KiB..64 MiB).")
 @click.option("--name", help="Model name bound into the file.")
 @click.option("--model-version", "model_version", help="Model version bound into the file.")
+@sign_key_option
 @force_option
 @threads_option
 @quiet_option
 def encrypt(
     input: str, output: str | None, recipient_strings: tuple[str, ...], recipient_files: tuple[str, ...],
     key_files: tuple[str, ...], passphrase: bool, public_index: bool, cipher: str, mode: str,
-    segment_size: int | None, name: str | None, model_version: str | None, force: bool, threads: int | None, quiet: bool,
+    segment_size: int | None, name: str | None, model_version: str | None, sign_keys: tuple[str, ...], force: bool,
+    threads: int | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Seal INPUT (safetensors, or any file as a blob) for the given recipients."""
     recipients: list[Recipient] = [parse_recipient(r) for r in recipient_strings]
@@ -205,20 +234,24 @@ def encrypt(
         **({"segment_size": segment_size} if segment_size else {}),
     )  # fmt: skip
     with _progress("encrypt", os.path.getsize(input), quiet) as progress:
-        header = encrypt_file(input, output, recipients, mode=mode, options=options, threads=threads, progress=progress)
-    _note(quiet, f"sealed {input} -> {output} ({header.mode}, {header.cipher}, {len(header.recipients)} recipient(s))")
+        header = encrypt_file(
+            input, output, recipients, mode=mode, options=options, threads=threads, progress=progress, sign_with=sign_keys
+        )
+    signed = f", signed by {len(sign_keys)} key(s)" if sign_keys else ""
+    _note(quiet, f"sealed {input} -> {output} ({header.mode}, {header.cipher}, {len(header.recipients)} recipient(s){signed})")
 
 
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False, exists=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help=f"Output file (default: INPUT without {SUFFIX}).")
 @_apply(identity_options)
+@_apply(signer_options)
 @force_option
 @threads_option
 @quiet_option
 def decrypt(
     input: str, output: str | None, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool,
-    force: bool, threads: int | None, quiet: bool,
+    signer_keys: tuple[str, ...], signer_files: tuple[str, ...], force: bool, threads: int | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Decrypt INPUT back to the original file, byte for byte."""
     output = output or _default_output(input, encrypting=False)
@@ -227,25 +260,47 @@ def decrypt(
     with SealedFile(input) as sealed:
         total = sealed.header.data_length
     with _progress("decrypt", total, quiet) as progress:
-        decrypt_file(input, output, identities, threads=threads, progress=progress)
+        decrypt_file(input, output, identities, signers=_collect_signers(signer_keys, signer_files), threads=threads, progress=progress)
     _note(quiet, f"decrypted {input} -> {output}")
 
 
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False, exists=True))
 @_apply(identity_options)
+@_apply(signer_options)
 @threads_option
 @quiet_option
 def verify(
-    input: str, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool, threads: int | None, quiet: bool
-) -> None:
-    """Authenticate every byte of INPUT; writes nothing."""
-    identities = _collect_identities(identity_files, key_files, passphrase, input)
+    input: str, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool,
+    signer_keys: tuple[str, ...], signer_files: tuple[str, ...], threads: int | None, quiet: bool,
+) -> None:  # fmt: skip
+    """Authenticate every byte of INPUT; writes nothing. With --signer (no key needed):
+    a trusted publisher signed it. With -i: every tag verifies. Both may be given."""
+    signers = _collect_signers(signer_keys, signer_files)
+    identities = None
+    if identity_files or key_files or passphrase or signers is None:
+        identities = _collect_identities(identity_files, key_files, passphrase, input)
     with SealedFile(input) as sealed:
         total = sealed.header.data_length
     with _progress("verify", total, quiet) as progress:
-        header = verify_file(input, identities, threads=threads, progress=progress)
-    _note(quiet, f"ok: {input}: header, index and {header.segment_count} segment(s) authenticated")
+        header = verify_file(input, identities, signers=signers, threads=threads, progress=progress)
+    done = []
+    if signers is not None:
+        done.append("signature from a trusted signer")
+    if identities is not None:
+        done.append(f"header, index and {header.segment_count} segment(s)")
+    _note(quiet, f"ok: {input}: {' and '.join(done)} verified")
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False, exists=True))
+@click.option("--sign-key", "sign_keys", multiple=True, required=True, type=click.Path(dir_okay=False, exists=True), help="Signing key file (repeatable).")
+@threads_option
+@quiet_option
+def sign(input: str, sign_keys: tuple[str, ...], threads: int | None, quiet: bool) -> None:
+    """Add a publisher signature to a sealed file (no decryption key needed)."""
+    signatures = sign_file(input, sign_keys, threads=threads)
+    _note(quiet, f"signed {input}: {len(signatures)} signature(s)")
 
 
 @cli.command()
@@ -268,6 +323,7 @@ def inspect(input: str, identity_files: tuple[str, ...], key_files: tuple[str, .
             "data_length": h.data_length,
             "segments": h.segment_count,
             "index": "encrypted" if h.index_encrypted else ("public" if h.mode == "tensors" else "none"),
+            "signed_by": [str(VerifyingKey(s.key)) for s in sealed.signatures],
             "authenticated": False,
         }
         index = None
@@ -294,6 +350,8 @@ def _print_inspect(info: dict[str, Any]) -> None:
     for key in ("file", "format_version", "mode", "cipher", "segment_size", "file_size", "data_length", "segments", "index"):
         console.print(f"[bold]{key}[/bold]: {info[key]}")
     console.print(f"[bold]recipients[/bold]: {', '.join(info['recipients'])}")
+    if info["signed_by"]:
+        console.print(f"[bold]signed by[/bold] (not checked; use verify --signer): {', '.join(info['signed_by'])}")
     if info["identity"]:
         console.print(f"[bold]model[/bold]: {info['identity']}")
     if "tensors" in info:

@@ -103,6 +103,12 @@ class SegmentAuthenticationError(AuthenticationError):
     """A data segment's AEAD tag did not verify."""
 
 
+class SignatureError(AuthenticationError):
+    """The file carries no valid signature from a trusted signer."""
+
+    hint = "check --signer / --trusted-signers, or sign the file with `tensorseal sign`"
+
+
 # --- caller mistakes -----------------------------------------------------------------
 class UsageError(TensorSealError):
     """The call itself is wrong: missing recipients, incompatible options, unknown tensor."""
@@ -122,6 +128,7 @@ __all__ = [
     "NoIdentityMatchError",
     "NotSealedError",
     "SegmentAuthenticationError",
+    "SignatureError",
     "TensorSealError",
     "TrailingDataError",
     "TruncatedError",

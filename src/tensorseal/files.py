@@ -17,10 +17,13 @@ from .format.header import Header
 from .format.safetensors_index import MAX_SAFETENSORS_HEADER, TensorIndex, parse_index
 from .format.segments import Segment
 from .reader import Job, Progress, SealedFile
+from .format.signatures import Signature, encode_block
 from .recipients import Identity, Recipient
+from .signing import SigningKey, VerifyingKey, to_signing_keys, to_verifying_keys
 from .writer import SealOptions, write_sealed
 
 IdentityArg = Identity | str | os.PathLike[str] | Sequence[Identity | str | os.PathLike[str]]
+SignersArg = VerifyingKey | str | Sequence[VerifyingKey | str]
 
 
 def read_safetensors_index(fd: int, size: int) -> TensorIndex | None:
@@ -58,8 +61,9 @@ def encrypt_file(
     options: SealOptions = SealOptions(),
     threads: int | None = None,
     progress: Progress | None = None,
+    sign_with: Sequence[SigningKey | str | os.PathLike[str]] = (),
 ) -> Header:
-    """Seal ``src`` into ``dst``. ``mode``: "auto" (safetensors -> tensors, else blob),
+    """Seal ``src`` into ``dst``, signed by ``sign_with`` (keys or key files) if given. ``mode``: "auto" (safetensors -> tensors, else blob),
     "tensors" or "blob". Raises FormatError, UsageError, InvalidKeyError, OSError."""
     if mode not in ("auto", "tensors", "blob"):
         raise UsageError(f"unknown mode {mode!r}")
@@ -78,7 +82,7 @@ def encrypt_file(
             lengths, base, raw, seal_mode = [size], 0, b"", "blob"
         return write_sealed(
             dst, mode=seal_mode, lengths=lengths, source=_reader(fd, base), recipients=recipients,
-            index=raw, options=options, threads=threads, progress=progress,
+            index=raw, options=options, threads=threads, progress=progress, signers=to_signing_keys(sign_with),
         )  # fmt: skip
     finally:
         os.close(fd)
@@ -89,12 +93,16 @@ def decrypt_file(
     dst: str | os.PathLike[str],
     identities: IdentityArg,
     *,
+    signers: SignersArg | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> Header:
     """Decrypt ``src`` to ``dst``, giving back the original bytes. ``dst`` appears only
-    after every tag verified. Raises FormatError, AuthenticationError, NoIdentityMatchError."""
+    after every tag verified (and, with ``signers``, a trusted signature). Raises
+    FormatError, AuthenticationError, NoIdentityMatchError."""
     with SealedFile(src) as sealed:
+        if signers is not None:
+            sealed.check_signatures(to_verifying_keys(signers), threads=threads)
         sealed.unlock(identities)
         prefix = sealed.index.raw if sealed.header.mode == "tensors" else b""
         with atomic_output(dst) as fd:
@@ -123,10 +131,52 @@ def read_blob(src: str | os.PathLike[str], identities: IdentityArg, *, threads: 
 
 
 def verify_file(
-    src: str | os.PathLike[str], identities: IdentityArg, *, threads: int | None = None, progress: Progress | None = None
+    src: str | os.PathLike[str],
+    identities: IdentityArg | None = None,
+    *,
+    signers: SignersArg | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
 ) -> Header:
-    """Authenticate every byte of ``src``; write nothing. Raises like :func:`decrypt_file`."""
+    """Check ``src`` and write nothing: with ``signers``, that a trusted publisher signed
+    every byte (no decryption key needed); with ``identities``, every tag too.
+
+    Raises SignatureError, and like :func:`decrypt_file`.
+    """
+    if identities is None and signers is None:
+        raise UsageError("nothing to verify with: pass identities, signers, or both")
     with SealedFile(src) as sealed:
-        sealed.unlock(identities)
-        sealed.verify(threads=threads, progress=progress)
+        if signers is not None:
+            sealed.check_signatures(to_verifying_keys(signers), threads=threads)
+        if identities is not None:
+            sealed.unlock(identities)
+            sealed.verify(threads=threads, progress=progress)
         return sealed.header
+
+
+def sign_file(
+    path: str | os.PathLike[str], signing_keys: Sequence[SigningKey | str | os.PathLike[str]], *, threads: int | None = None
+) -> list[Signature]:
+    """Add signatures to a sealed file, keeping the others (a key that signed before is
+    re-signed). The file is rewritten through a temp copy and renamed, so a crash leaves
+    the old file. Needs no decryption key. Returns the file's signatures."""
+    keys = to_signing_keys(signing_keys)
+    if not keys:
+        raise UsageError("at least one signing key is needed")
+    with SealedFile(path) as sealed:
+        digest = sealed.digest(threads=threads)
+        new = [k.sign(digest) for k in keys]
+        fresh = {s.key for s in new}
+        signatures = [s for s in sealed.signatures if s.key not in fresh] + new
+        end = sealed.header.file_size
+        with open(path, "rb") as src, atomic_output(path) as fd:
+            with os.fdopen(os.dup(fd), "wb") as dst:
+                remaining = end
+                while remaining:
+                    chunk = src.read(min(remaining, 8 << 20))
+                    if not chunk:
+                        raise FormatError("file shrank while it was being signed")
+                    dst.write(chunk)
+                    remaining -= len(chunk)
+                dst.write(encode_block(signatures))
+    return signatures

@@ -14,9 +14,10 @@ import numpy as np
 
 from . import _tensors
 from .errors import UnsupportedDtypeError, UsageError
-from .files import IdentityArg
+from .files import IdentityArg, SignersArg
 from .format.safetensors_index import TensorEntry
 from .recipients import Recipient
+from .signing import SigningKey
 from .writer import SealOptions
 
 __all__ = ["load_file", "safe_open", "save_file"]
@@ -92,6 +93,7 @@ def save_file(
     name: str | None = None,
     version: str | None = None,
     threads: int | None = None,
+    sign_with: Sequence[SigningKey | str | os.PathLike[str]] = (),
 ) -> None:
     """Seal ``tensors`` to ``filename`` for ``recipients`` (Recipient objects or strings).
 
@@ -101,17 +103,22 @@ def save_file(
         cipher=cipher, public_index=public_index, identity=_tensors.identity_from(name, version),
         **({"segment_size": segment_size} if segment_size else {}),
     )  # fmt: skip
-    _tensors.save(_FW, tensors, filename, recipients, metadata, options, threads)
+    _tensors.save(_FW, tensors, filename, recipients, metadata, options, threads, sign_with)
 
 
-def load_file(filename: str | os.PathLike[str], identities: IdentityArg, *, threads: int | None = None) -> dict[str, np.ndarray]:
-    """Decrypt every tensor; returns nothing unless every tag verified.
+def load_file(
+    filename: str | os.PathLike[str], identities: IdentityArg, *, signers: SignersArg | None = None, threads: int | None = None
+) -> dict[str, np.ndarray]:
+    """Decrypt every tensor; returns nothing unless every tag verified (and, with
+    ``signers``, a trusted publisher's signature).
 
-    Raises NoIdentityMatchError, AuthenticationError, FormatError, OSError.
+    Raises NoIdentityMatchError, AuthenticationError (SignatureError), FormatError, OSError.
     """
-    return _tensors.load(_FW, filename, identities, threads)
+    return _tensors.load(_FW, filename, identities, threads, signers)
 
 
-def safe_open(filename: str | os.PathLike[str], identities: IdentityArg, *, threads: int | None = None) -> _tensors.SafeOpen[np.ndarray]:
+def safe_open(
+    filename: str | os.PathLike[str], identities: IdentityArg, *, signers: SignersArg | None = None, threads: int | None = None
+) -> _tensors.SafeOpen[np.ndarray]:
     """Lazy access: ``keys()``, ``metadata()``, ``get_tensor(name)``, ``get_slice(name)``."""
-    return _tensors.SafeOpen(_FW, filename, identities, threads)
+    return _tensors.SafeOpen(_FW, filename, identities, threads, signers)

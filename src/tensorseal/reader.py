@@ -23,6 +23,7 @@ from .errors import (
     LayoutError,
     NoIdentityMatchError,
     SegmentAuthenticationError,
+    SignatureError,
     TrailingDataError,
     TruncatedError,
     UsageError,
@@ -32,7 +33,9 @@ from .format.header import Header, parse_header, parse_prefix
 from .format.keys import INDEX_NONCE, FileKeys, associated_data, make_aead
 from .format.safetensors_index import TensorIndex, parse_index
 from .format.segments import Segment, TensorRun, plan_runs, run_segments
+from .format.signatures import FOOTER_SIZE, MAX_BLOCK_BODY, Signature, file_digest, parse_block, unit_count
 from .recipients import Identity, to_identities
+from .signing import VerifyingKey
 
 Progress = Callable[[int], None]
 
@@ -79,9 +82,14 @@ class SealedFile:
         h = self.header
         if size < h.file_size:
             raise TruncatedError(f"file is {size} bytes but its header describes {h.file_size}")
+        self.signatures: list[Signature] = []
         if size > h.file_size:
-            raise TrailingDataError(f"{size - h.file_size} bytes after the end of the data region")
+            extra = size - h.file_size
+            if extra > MAX_BLOCK_BODY + FOOTER_SIZE:
+                raise TrailingDataError(f"{extra} bytes after the end of the data region")
+            self.signatures = parse_block(_pread_exact(self._fd, extra, h.file_size))
         front = _pread_exact(self._fd, h.data_offset, 0)
+        self._front = front
         self._authenticated = memoryview(front)[: h.mac_offset(self.header_len)]
         mac_off = h.mac_offset(self.header_len)
         self._index_section = front[h.index_offset(self.header_len) : mac_off]
@@ -102,6 +110,42 @@ class SealedFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ---- signatures (no decryption key needed) ----------------------------------------------
+    def digest(self, *, threads: int | None = None, progress: Progress | None = None) -> bytes:
+        """The file digest that publisher signatures sign (reads the whole data region)."""
+        h = self.header
+        unit = h.segment_size
+        digests: list[bytes | None] = [None] * unit_count(h.data_length, unit)
+
+        def work(chunk: Sequence[int]) -> None:
+            from blake3 import blake3
+
+            scratch = memoryview(bytearray(unit))
+            for u in chunk:
+                n = min(unit, h.data_length - u * unit)
+                if os.preadv(self._fd, [scratch[:n]], h.data_offset + u * unit) != n:
+                    raise TruncatedError("file ends inside the data region")
+                digests[u] = blake3(scratch[:n]).digest()
+                if progress is not None:
+                    progress(n)
+
+        _parallel.run_chunked(range(len(digests)), work, _parallel.thread_count(threads))
+        return file_digest(self._front, digests)
+
+    def check_signatures(self, trusted: Sequence[VerifyingKey], *, threads: int | None = None, progress: Progress | None = None) -> list[VerifyingKey]:
+        """The trusted signers whose signature verifies. Raises SignatureError if none does
+        (unsigned file, untrusted signers only, or any byte changed since signing)."""
+        if not self.signatures:
+            raise SignatureError("the file is not signed")
+        trusted_raw = {k.raw for k in trusted}
+        if not any(s.key in trusted_raw for s in self.signatures):
+            raise SignatureError("no signature from a trusted signer")
+        digest = self.digest(threads=threads, progress=progress)
+        good = [k for k in trusted if any(k.verifies(s, digest) for s in self.signatures)]
+        if not good:
+            raise SignatureError("the signature does not verify: the file changed after it was signed")
+        return good
 
     # ---- keys ---------------------------------------------------------------------------
     @property

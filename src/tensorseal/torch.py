@@ -14,9 +14,10 @@ import numpy as np
 
 from . import _tensors
 from .errors import UnsupportedDtypeError, UsageError
-from .files import IdentityArg
+from .files import IdentityArg, SignersArg
 from .format.safetensors_index import TensorEntry
 from .recipients import Recipient
+from .signing import SigningKey
 from .writer import SealOptions
 
 if TYPE_CHECKING:
@@ -90,27 +91,39 @@ def save_file(
     name: str | None = None,
     version: str | None = None,
     threads: int | None = None,
+    sign_with: Sequence[SigningKey | str | os.PathLike[str]] = (),
 ) -> None:
     """Seal torch tensors to ``filename``. Raises like :func:`tensorseal.numpy.save_file`."""
     options = SealOptions(
         cipher=cipher, public_index=public_index, identity=_tensors.identity_from(name, version),
         **({"segment_size": segment_size} if segment_size else {}),
     )  # fmt: skip
-    _tensors.save(_Torch(), tensors, filename, recipients, metadata, options, threads)
+    _tensors.save(_Torch(), tensors, filename, recipients, metadata, options, threads, sign_with)
 
 
 def load_file(
-    filename: str | os.PathLike[str], identities: IdentityArg, device: str = "cpu", *, threads: int | None = None
+    filename: str | os.PathLike[str],
+    identities: IdentityArg,
+    device: str = "cpu",
+    *,
+    signers: SignersArg | None = None,
+    threads: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Decrypt every tensor into torch-owned memory, then move to ``device``.
+    """Decrypt every tensor into torch-owned memory, then move to ``device``; with
+    ``signers``, only a file a trusted publisher signed.
 
-    Raises NoIdentityMatchError, AuthenticationError, FormatError, OSError.
+    Raises NoIdentityMatchError, AuthenticationError (SignatureError), FormatError, OSError.
     """
-    return _tensors.load(_Torch(str(device)), filename, identities, threads)
+    return _tensors.load(_Torch(str(device)), filename, identities, threads, signers)
 
 
 def safe_open(
-    filename: str | os.PathLike[str], identities: IdentityArg, device: str = "cpu", *, threads: int | None = None
+    filename: str | os.PathLike[str],
+    identities: IdentityArg,
+    device: str = "cpu",
+    *,
+    signers: SignersArg | None = None,
+    threads: int | None = None,
 ) -> _tensors.SafeOpen[torch.Tensor]:
     """Lazy access: ``keys()``, ``metadata()``, ``get_tensor(name)``, ``get_slice(name)``."""
-    return _tensors.SafeOpen(_Torch(str(device)), filename, identities, threads)
+    return _tensors.SafeOpen(_Torch(str(device)), filename, identities, threads, signers)

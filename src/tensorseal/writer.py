@@ -19,7 +19,9 @@ from .format import constants as C
 from .format.header import Header, ModelIdentity, Stanza, encode_header, encode_prefix
 from .format.keys import INDEX_NONCE, FileKeys, associated_data, make_aead
 from .format.segments import Segment, plan_runs, run_segments
+from .format.signatures import UnitHasher, encode_block, file_digest, fill_missing_units, unit_count
 from .recipients import Recipient, to_recipients
+from .signing import SigningKey
 
 # (segment, scratch of segment_size bytes) -> the segment's plaintext (scratch or a view)
 PlaintextSource = Callable[[Segment, memoryview], memoryview]
@@ -83,13 +85,15 @@ def write_sealed(
     threads: int | None = None,
     progress: Progress | None = None,
     durable: bool = False,
+    signers: Sequence[SigningKey] = (),
     _file_key: bytes | None = None,
     _salt: bytes | None = None,
     _stanzas: Sequence[Stanza] | None = None,
 ) -> Header:
     """Seal runs of ``lengths`` bytes (tensors in data order, or one blob) to ``path``.
 
-    ``index`` is the safetensors header of a tensors-mode file. The ``_file_key``,
+    ``index`` is the safetensors header of a tensors-mode file. ``signers`` sign the
+    finished file; the digest is computed while the ciphertext is written. The ``_file_key``,
     ``_salt`` and ``_stanzas`` parameters exist for deterministic test vectors only.
     Raises UsageError, InvalidKeyError, OSError; the target is untouched on error.
     """
@@ -125,6 +129,7 @@ def write_sealed(
     segments = [s for t, run in enumerate(runs) for s in run_segments(t, run, options.segment_size)]
     tags = bytearray(segment_count * C.TAG_SIZE)
     aead = make_aead(options.cipher, keys.data_key)
+    units: list[bytes | None] = [None] * unit_count(data_length, options.segment_size) if signers else []
 
     with atomic_output(path, durable=durable) as fd:
         os.ftruncate(fd, header.file_size)
@@ -133,6 +138,8 @@ def write_sealed(
         def work(chunk: Sequence[Segment]) -> None:
             scratch = memoryview(bytearray(options.segment_size))
             out = memoryview(bytearray(options.segment_size + C.TAG_SIZE))
+            lo, hi = chunk[0].start, chunk[-1].start + chunk[-1].length
+            hasher = UnitHasher(units, options.segment_size, data_length, lo, hi) if signers else None
             for seg in chunk:
                 n = seg.length
                 plain = source(seg, scratch[:n])
@@ -143,9 +150,18 @@ def write_sealed(
                     raise OSError("short write")
                 t = seg.tag_index * C.TAG_SIZE
                 tags[t : t + C.TAG_SIZE] = out[n : n + C.TAG_SIZE]
+                if hasher is not None:
+                    hasher.feed(seg.start, out[:n])
                 if progress is not None:
                     progress(n)
 
         _parallel.run_chunked(segments, work, _parallel.thread_count(threads))
         os.pwrite(fd, tags, header.tags_offset)
+        if signers:
+            fill_missing_units(fd, header.data_offset, data_length, options.segment_size, units)
+            whole_front = bytearray(header.data_offset)
+            whole_front[: len(front)] = front
+            whole_front[header.tags_offset : header.tags_offset + len(tags)] = tags
+            digest = file_digest(whole_front, units)
+            os.pwrite(fd, encode_block([k.sign(digest) for k in signers]), header.file_size)
     return header

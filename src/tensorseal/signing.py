@@ -1,0 +1,127 @@
+"""Ed25519 publisher keys: ``TSEAL-SIGNING-KEY-1...`` (secret) and ``tsealpub1...`` (public).
+
+A signature proves who published a sealed file and that not one byte changed; anyone can
+check it with the public key, without the decryption key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .errors import InvalidKeyError, UsageError
+from .format.signatures import Signature, signed_message
+from .recipients.base import decode_key_string, encode_key_string
+
+SECRET_PREFIX = "TSEAL-SIGNING-KEY-1"
+PUBLIC_PREFIX = "tsealpub1"
+
+
+class VerifyingKey:
+    """A publisher's public key."""
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != 32:
+            raise InvalidKeyError("an Ed25519 public key is 32 bytes")
+        self.raw = bytes(raw)
+        self._key = Ed25519PublicKey.from_public_bytes(self.raw)
+
+    @classmethod
+    def parse(cls, text: str) -> VerifyingKey:
+        """Parse ``tsealpub1...``. Raises InvalidKeyError."""
+        return cls(decode_key_string(PUBLIC_PREFIX, text, 32, "signer public key"))
+
+    def __str__(self) -> str:
+        return encode_key_string(PUBLIC_PREFIX, self.raw, upper=False)
+
+    def __repr__(self) -> str:
+        return f"VerifyingKey({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VerifyingKey) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def verifies(self, signature: Signature, digest: bytes) -> bool:
+        if signature.key != self.raw:
+            return False
+        try:
+            self._key.verify(signature.sig, signed_message(digest))
+        except InvalidSignature:
+            return False
+        return True
+
+
+class SigningKey:
+    """A publisher's secret key."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def parse(cls, text: str) -> SigningKey:
+        """Parse ``TSEAL-SIGNING-KEY-1...``. Raises InvalidKeyError."""
+        raw = decode_key_string(SECRET_PREFIX, text, 32, "signing key")
+        return cls(Ed25519PrivateKey.from_private_bytes(raw))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> SigningKey:
+        """The one signing key in a key file (``#`` comments allowed). Raises InvalidKeyError, OSError."""
+        keys = [ln.strip() for ln in _text(path).splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        if len(keys) != 1:
+            raise InvalidKeyError(f"{os.fspath(path)}: expected one signing key line")
+        return cls.parse(keys[0])
+
+    def __str__(self) -> str:
+        return encode_key_string(SECRET_PREFIX, self._key.private_bytes_raw(), upper=True)
+
+    def __repr__(self) -> str:
+        return f"SigningKey(public={str(self.public_key())!r})"
+
+    def public_key(self) -> VerifyingKey:
+        return VerifyingKey(self._key.public_key().public_bytes_raw())
+
+    def sign(self, digest: bytes) -> Signature:
+        return Signature("ed25519", self.public_key().raw, self._key.sign(signed_message(digest)))
+
+
+def _text(path: str | os.PathLike[str]) -> str:
+    with open(path, "rb") as f:
+        data = f.read(1 << 20)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidKeyError(f"{os.fspath(path)}: not a text key file") from None
+
+
+def load_trusted_signers(path: str | os.PathLike[str]) -> list[VerifyingKey]:
+    """Public keys, one ``tsealpub1...`` per line (``#`` comments). Raises InvalidKeyError."""
+    keys = [VerifyingKey.parse(ln.strip()) for ln in _text(path).splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if not keys:
+        raise InvalidKeyError(f"{os.fspath(path)}: no signer keys in file")
+    return keys
+
+
+def to_verifying_keys(items: Iterable[VerifyingKey | str] | VerifyingKey | str) -> list[VerifyingKey]:
+    """Accept VerifyingKey objects or ``tsealpub1...`` strings. Raises InvalidKeyError, UsageError."""
+    if isinstance(items, (str, VerifyingKey)):
+        items = [items]
+    out = [VerifyingKey.parse(k) if isinstance(k, str) else k for k in items]
+    if not all(isinstance(k, VerifyingKey) for k in out):
+        raise UsageError("signers must be VerifyingKey objects or tsealpub1... strings")
+    if not out:
+        raise UsageError("at least one trusted signer is needed")
+    return out
+
+
+def to_signing_keys(items: Sequence[SigningKey | str | os.PathLike[str]]) -> list[SigningKey]:
+    """Accept SigningKey objects or signing-key file paths."""
+    return [k if isinstance(k, SigningKey) else SigningKey.from_file(k) for k in items]
