@@ -76,6 +76,7 @@ CONTENDERS = [
     Contender("ct-save", "cryptotensors.numpy.save_file (encrypted)", "save", ("cryptotensors", "cryptography", "numpy"), "plain", True, verify="load:ct-numpy"),
     Contender("ts-decrypt", "tensorseal decrypt (CLI) to a file", "file", ("tensorseal",), "sealed", True, cli=("decrypt",), verify="sha:plain"),
     Contender("ts-blob-encrypt", "tensorseal encrypt (CLI), blob mode", "file", ("tensorseal",), "blob", True, cli=("encrypt",), verify="blob"),
+    Contender("ts-verify-sig", "tensorseal verify --signer (CLI, no decryption key)", "file", ("tensorseal", "blake3"), "signed", cli=("verify-sig",)),
     Contender("ts-blob-decrypt", "tensorseal decrypt (CLI), blob mode", "file", ("tensorseal",), "blob_sealed", True, cli=("decrypt",), verify="sha:blob"),
 ]
 BY_NAME = {c.name: c for c in CONTENDERS}
@@ -86,11 +87,11 @@ EXEC_ORDER = [
     "copy-floor", "ts-numpy", "ts-numpy-2nd", "ts-torch", "ts-encrypt", "ts-save-numpy", "ts-decrypt",
     "ct-save", "ct-numpy", "ct-torch",
     "naive",
-    "ts-blob-encrypt", "ts-blob-decrypt",
+    "ts-blob-encrypt", "ts-blob-decrypt", "ts-verify-sig",
 ]  # fmt: skip
 assert sorted(EXEC_ORDER) == sorted(BY_NAME)
 REFERENCE = {"load": "st-numpy", "save": "st-save-numpy", "file": "st-save-numpy"}
-FILE_REQUIRES = {"sealed": ("tensorseal",), "blob_sealed": ("tensorseal",), "ct": ("cryptotensors", "cryptography", "numpy"), "naive": ("cryptography",)}
+FILE_REQUIRES = {"sealed": ("tensorseal",), "signed": ("tensorseal", "blake3"), "blob_sealed": ("tensorseal",), "ct": ("cryptotensors", "cryptography", "numpy"), "naive": ("cryptography",)}
 
 
 def have(module: str) -> bool:
@@ -287,7 +288,7 @@ class Suite:
     # -- files
     def path(self, key: str) -> str:
         names = {"plain": "model.safetensors", "sealed": "model.tseal", "ct": "model.cryptotensors", "naive": "model.naive",
-                 "blob": "blob.bin", "blob_sealed": "blob.bin.tseal", "out": "out.bin", "verify_out": "verify.bin"}  # fmt: skip
+                 "blob": "blob.bin", "blob_sealed": "blob.bin.tseal", "signed": "signed.tseal", "out": "out.bin", "verify_out": "verify.bin"}  # fmt: skip
         return os.path.join(self.dir, names[key])
 
     def manifest_path(self) -> str:
@@ -319,6 +320,15 @@ class Suite:
             elif key == "blob":
                 self.manifest["blob_sha256"] = C.write_blob(path, self.size)
                 self.save_manifest()
+            elif key == "signed":
+                import shutil
+
+                import tensorseal
+
+                if (why := self.ensure("sealed")) is not None:
+                    raise RuntimeError(why)
+                shutil.copyfile(self.path("sealed"), path)
+                tensorseal.sign_file(path, [tensorseal.SigningKey.parse(self.manifest["signing_key"])])
             elif key == "blob_sealed":
                 import tensorseal
 
@@ -375,6 +385,8 @@ class Suite:
         if self.cli is None:
             return None
         op = c.cli[0]
+        if op == "verify-sig":
+            return [*self.cli, "verify", src, "--signer", self.manifest["signer"], "-q"]
         if op == "encrypt":
             return [*self.cli, "encrypt", src, "-o", dst, "-r", self.manifest["recipient"], "-q"]
         return [*self.cli, "decrypt", src, "-o", dst, "-i", self.manifest["identity_file"], "-q"]
@@ -502,7 +514,10 @@ class Suite:
         fd = os.open(ident_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f"{ident}\n")
+        signing_key = tensorseal.SigningKey.generate()
         self.manifest.update(
+            signing_key=str(signing_key),
+            signer=str(signing_key.public_key()),
             identity_file=ident_file,
             recipient=str(ident.recipient()),
             naive_key=secrets.token_bytes(32).hex(),
