@@ -24,7 +24,8 @@ from .errors import (
     TensorSealError,
     UsageError,
 )
-from .files import IdentityArg, SignersArg, decrypt_file, encrypt_file, read_blob, sign_file, verify_file
+from .checks import SignersArg
+from .files import IdentityArg, decrypt_file, encrypt_file, read_blob, sign_file, verify_file
 from .recipients import (
     Identity,
     Passphrase,
@@ -75,6 +76,7 @@ def safe_open(
     *,
     signers: SignersArg | None = None,
     threads: int | None = None,
+    **expect: Any,
 ) -> Any:
     """Open a sealed tensors file lazily, like ``safetensors.safe_open``.
 
@@ -87,9 +89,9 @@ def safe_open(
             raise UsageError("numpy tensors live on the cpu")
         from . import numpy as np_api
 
-        return np_api.safe_open(filename, identities, signers=signers, threads=threads)
+        return np_api.safe_open(filename, identities, signers=signers, threads=threads, **expect)
     if framework in ("pt", "torch"):
         from . import torch as pt_api
 
-        return pt_api.safe_open(filename, identities, device, signers=signers, threads=threads)
+        return pt_api.safe_open(filename, identities, device, signers=signers, threads=threads, **expect)
     raise UsageError(f"unknown framework {framework!r} (use 'np' or 'pt')")

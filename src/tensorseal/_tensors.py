@@ -13,13 +13,14 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from .errors import UsageError
-from .files import IdentityArg, SignersArg
+from .checks import NO_CHECKS, Checks
+from .files import IdentityArg
 from .format.header import ModelIdentity
 from .format.safetensors_index import TensorEntry, build_index
 from .format.segments import Segment
 from .reader import Job, SealedFile
 from .recipients import Recipient
-from .signing import SigningKey, to_signing_keys, to_verifying_keys
+from .signing import SigningKey, to_signing_keys
 from .writer import SealOptions, write_sealed
 
 T = TypeVar("T")
@@ -78,10 +79,8 @@ def save(
     )  # fmt: skip
 
 
-def load(
-    fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg, threads: int | None, signers: SignersArg | None
-) -> dict[str, T]:
-    with open_unlocked(path, identities, signers, threads) as sealed:
+def load(fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg, threads: int | None, checks: Checks) -> dict[str, T]:
+    with open_unlocked(path, identities, checks, threads) as sealed:
         entries = sealed.index.entries
         buffers = [fw.empty(e.nbytes) for e in entries]
         try:
@@ -94,14 +93,13 @@ def load(
 
 
 def open_unlocked(
-    path: str | os.PathLike[str], identities: IdentityArg, signers: SignersArg | None = None, threads: int | None = None
+    path: str | os.PathLike[str], identities: IdentityArg, checks: Checks = NO_CHECKS, threads: int | None = None
 ) -> SealedFile:
-    """Open, check the signature if ``signers`` are given, unwrap, authenticate."""
+    """Open, unwrap, authenticate, then apply ``checks`` (signature, model identity)."""
     sealed = SealedFile(path)
     try:
-        if signers is not None:
-            sealed.check_signatures(to_verifying_keys(signers), threads=threads)
         sealed.unlock(identities)
+        checks.apply(sealed, threads=threads)
         if sealed.header.mode != "tensors":
             raise UsageError(f"{os.fspath(path)} is a sealed blob, not tensors", hint="use `tensorseal decrypt`")
     except BaseException:
@@ -119,11 +117,11 @@ class SafeOpen(Generic[T]):
 
     def __init__(
         self, fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg, threads: int | None,
-        signers: SignersArg | None = None,
+        checks: Checks = NO_CHECKS,
     ) -> None:  # fmt: skip
         self._fw = fw
         self._threads = threads
-        self._sealed = open_unlocked(path, identities, signers, threads)
+        self._sealed = open_unlocked(path, identities, checks, threads)
         self._index = self._sealed.index
         self._by_name = self._index.by_name()
 

@@ -1,7 +1,8 @@
 """The ``tensorseal`` command line. Errors become messages and exit codes in :func:`main` only.
 
 Exit codes: 0 ok, 1 I/O error, 2 usage error, 3 malformed file, 4 no matching key,
-5 authentication failure (tampered or corrupted), 130 interrupted.
+5 authentication failure (tampered, corrupted, or not signed by a trusted signer),
+6 wrong model (name, version or shard other than expected), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .errors import (
     AuthenticationError,
     FormatError,
     KeyMaterialError,
+    ModelMismatchError,
     TensorSealError,
     UsageError,
 )
@@ -46,6 +48,7 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (FormatError, 3),
     (KeyMaterialError, 4),
     (AuthenticationError, 5),
+    (ModelMismatchError, 6),
     (TensorSealError, 1),
 ]
 PASSPHRASE_ENV = "TENSORSEAL_PASSPHRASE"
@@ -121,15 +124,27 @@ identity_options = [
 signer_options = [
     click.option("--signer", "signer_keys", multiple=True, help="Trusted publisher key tsealpub1... (repeatable)."),
     click.option("--trusted-signers", "signer_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="File of trusted publisher keys, one per line."),
+    click.option("--require-signature", is_flag=True, help="Refuse unsigned files (signers from --signer or TENSORSEAL_TRUSTED_SIGNERS)."),
+    click.option("--expect-name", help="Refuse a file whose model name differs."),
+    click.option("--expect-version", help="Refuse a file whose model version differs."),
+    click.option("--min-version", help="Refuse a file older than this model version (PEP 440)."),
+    click.option("--expect-file", help="Refuse a shard whose file id differs."),
 ]
 sign_key_option = click.option("--sign-key", "sign_keys", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Signing key file (repeatable).")
 
 
-def _collect_signers(signer_keys: Sequence[str], signer_files: Sequence[str]) -> list[VerifyingKey] | None:
+def _checks(
+    signer_keys: Sequence[str], signer_files: Sequence[str], require_signature: bool,
+    expect_name: str | None, expect_version: str | None, min_version: str | None, expect_file: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The keyword arguments of the checks (tensorseal.checks) for the file functions."""
     keys = [VerifyingKey.parse(k) for k in signer_keys]
     for f in signer_files:
         keys.extend(load_trusted_signers(f))
-    return keys or None
+    return {
+        "signers": keys or None, "require_signature": require_signature, "expect_name": expect_name,
+        "expect_version": expect_version, "min_version": min_version, "expect_file": expect_file,
+    }  # fmt: skip
 
 
 def _apply(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
@@ -206,6 +221,7 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: 
 @click.option("--segment-size", type=int, default=None, help="Bytes per authenticated segment (power of two, 4 KiB..64 MiB).")
 @click.option("--name", help="Model name bound into the file.")
 @click.option("--model-version", "model_version", help="Model version bound into the file.")
+@click.option("--file-id", help="Shard file id bound into the file (e.g. model-00001-of-00004).")
 @sign_key_option
 @force_option
 @threads_option
@@ -213,7 +229,7 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: 
 def encrypt(
     input: str, output: str | None, recipient_strings: tuple[str, ...], recipient_files: tuple[str, ...],
     key_files: tuple[str, ...], passphrase: bool, public_index: bool, cipher: str, mode: str,
-    segment_size: int | None, name: str | None, model_version: str | None, sign_keys: tuple[str, ...], force: bool,
+    segment_size: int | None, name: str | None, model_version: str | None, file_id: str | None, sign_keys: tuple[str, ...], force: bool,
     threads: int | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Seal INPUT (safetensors, or any file as a blob) for the given recipients."""
@@ -230,7 +246,7 @@ def encrypt(
     output = output or _default_output(input, encrypting=True)
     _check_output(output, force)
     options = SealOptions(
-        cipher=cipher, public_index=public_index, identity=ModelIdentity(name=name, version=model_version),
+        cipher=cipher, public_index=public_index, identity=ModelIdentity(name=name, version=model_version, file=file_id),
         **({"segment_size": segment_size} if segment_size else {}),
     )  # fmt: skip
     with _progress("encrypt", os.path.getsize(input), quiet) as progress:
@@ -251,7 +267,9 @@ def encrypt(
 @quiet_option
 def decrypt(
     input: str, output: str | None, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool,
-    signer_keys: tuple[str, ...], signer_files: tuple[str, ...], force: bool, threads: int | None, quiet: bool,
+    signer_keys: tuple[str, ...], signer_files: tuple[str, ...], require_signature: bool, expect_name: str | None,
+    expect_version: str | None, min_version: str | None, expect_file: str | None, force: bool, threads: int | None,
+    quiet: bool,
 ) -> None:  # fmt: skip
     """Decrypt INPUT back to the original file, byte for byte."""
     output = output or _default_output(input, encrypting=False)
@@ -260,7 +278,8 @@ def decrypt(
     with SealedFile(input) as sealed:
         total = sealed.header.data_length
     with _progress("decrypt", total, quiet) as progress:
-        decrypt_file(input, output, identities, signers=_collect_signers(signer_keys, signer_files), threads=threads, progress=progress)
+        checks = _checks(signer_keys, signer_files, require_signature, expect_name, expect_version, min_version, expect_file)
+        decrypt_file(input, output, identities, threads=threads, progress=progress, **checks)
     _note(quiet, f"decrypted {input} -> {output}")
 
 
@@ -272,18 +291,20 @@ def decrypt(
 @quiet_option
 def verify(
     input: str, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool,
-    signer_keys: tuple[str, ...], signer_files: tuple[str, ...], threads: int | None, quiet: bool,
+    signer_keys: tuple[str, ...], signer_files: tuple[str, ...], require_signature: bool, expect_name: str | None,
+    expect_version: str | None, min_version: str | None, expect_file: str | None, threads: int | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Authenticate every byte of INPUT; writes nothing. With --signer (no key needed):
     a trusted publisher signed it. With -i: every tag verifies. Both may be given."""
-    signers = _collect_signers(signer_keys, signer_files)
+    checks = _checks(signer_keys, signer_files, require_signature, expect_name, expect_version, min_version, expect_file)
+    signers = checks["signers"] or (True if require_signature else None)
     identities = None
     if identity_files or key_files or passphrase or signers is None:
         identities = _collect_identities(identity_files, key_files, passphrase, input)
     with SealedFile(input) as sealed:
         total = sealed.header.data_length
     with _progress("verify", total, quiet) as progress:
-        header = verify_file(input, identities, signers=signers, threads=threads, progress=progress)
+        header = verify_file(input, identities, threads=threads, progress=progress, **checks)
     done = []
     if signers is not None:
         done.append("signature from a trusted signer")

@@ -109,6 +109,10 @@ class SignatureError(AuthenticationError):
     hint = "check --signer / --trusted-signers, or sign the file with `tensorseal sign`"
 
 
+class ModelMismatchError(TensorSealError):
+    """The file is authentic but not the model asked for (name, version, shard, minimum version)."""
+
+
 # --- caller mistakes -----------------------------------------------------------------
 class UsageError(TensorSealError):
     """The call itself is wrong: missing recipients, incompatible options, unknown tensor."""
@@ -125,6 +129,7 @@ __all__ = [
     "KeyMaterialError",
     "LayoutError",
     "LimitExceededError",
+    "ModelMismatchError",
     "NoIdentityMatchError",
     "NotSealedError",
     "SegmentAuthenticationError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._atomic import atomic_output
 from .errors import FormatError, UsageError
@@ -19,11 +20,11 @@ from .format.segments import Segment
 from .reader import Job, Progress, SealedFile
 from .format.signatures import Signature, encode_block
 from .recipients import Identity, Recipient
-from .signing import SigningKey, VerifyingKey, to_signing_keys, to_verifying_keys
+from .checks import Checks, SignersArg
+from .signing import SigningKey, to_signing_keys
 from .writer import SealOptions, write_sealed
 
 IdentityArg = Identity | str | os.PathLike[str] | Sequence[Identity | str | os.PathLike[str]]
-SignersArg = VerifyingKey | str | Sequence[VerifyingKey | str]
 
 
 def read_safetensors_index(fd: int, size: int) -> TensorIndex | None:
@@ -96,14 +97,17 @@ def decrypt_file(
     signers: SignersArg | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    **expect: Any,
 ) -> Header:
     """Decrypt ``src`` to ``dst``, giving back the original bytes. ``dst`` appears only
-    after every tag verified (and, with ``signers``, a trusted signature). Raises
-    FormatError, AuthenticationError, NoIdentityMatchError."""
+    after every tag verified and every check passed: with ``signers``, a trusted
+    signature; ``expect`` takes ``require_signature``, ``expect_name``,
+    ``expect_version``, ``min_version`` and ``expect_file`` (see tensorseal.checks).
+    Raises FormatError, AuthenticationError, NoIdentityMatchError, ModelMismatchError."""
+    checks = Checks.build(signers, **expect)
     with SealedFile(src) as sealed:
-        if signers is not None:
-            sealed.check_signatures(to_verifying_keys(signers), threads=threads)
         sealed.unlock(identities)
+        checks.apply(sealed, threads=threads)
         prefix = sealed.index.raw if sealed.header.mode == "tensors" else b""
         with atomic_output(dst) as fd:
             os.ftruncate(fd, len(prefix) + sealed.header.data_length)
@@ -137,19 +141,22 @@ def verify_file(
     signers: SignersArg | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    **expect: Any,
 ) -> Header:
     """Check ``src`` and write nothing: with ``signers``, that a trusted publisher signed
-    every byte (no decryption key needed); with ``identities``, every tag too.
+    every byte (no decryption key needed); with ``identities``, every tag too; ``expect``
+    as in :func:`decrypt_file`.
 
-    Raises SignatureError, and like :func:`decrypt_file`.
+    Raises SignatureError, ModelMismatchError, and like :func:`decrypt_file`.
     """
-    if identities is None and signers is None:
+    checks = Checks.build(signers, **expect)
+    if identities is None and checks.signers is None:
         raise UsageError("nothing to verify with: pass identities, signers, or both")
     with SealedFile(src) as sealed:
-        if signers is not None:
-            sealed.check_signatures(to_verifying_keys(signers), threads=threads)
         if identities is not None:
             sealed.unlock(identities)
+        checks.apply(sealed, threads=threads)
+        if identities is not None:
             sealed.verify(threads=threads, progress=progress)
         return sealed.header
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from . import _tensors
 from .errors import UnsupportedDtypeError, UsageError
-from .files import IdentityArg, SignersArg
+from .checks import Checks, SignersArg
+from .files import IdentityArg
 from .format.safetensors_index import TensorEntry
 from .recipients import Recipient
 from .signing import SigningKey
@@ -107,18 +108,30 @@ def save_file(
 
 
 def load_file(
-    filename: str | os.PathLike[str], identities: IdentityArg, *, signers: SignersArg | None = None, threads: int | None = None
+    filename: str | os.PathLike[str],
+    identities: IdentityArg,
+    *,
+    signers: SignersArg | None = None,
+    threads: int | None = None,
+    **expect: Any,
 ) -> dict[str, np.ndarray]:
     """Decrypt every tensor; returns nothing unless every tag verified (and, with
-    ``signers``, a trusted publisher's signature).
+    ``signers``, a trusted publisher's signature). ``expect``: ``require_signature``,
+    ``expect_name``, ``expect_version``, ``min_version``, ``expect_file``.
 
-    Raises NoIdentityMatchError, AuthenticationError (SignatureError), FormatError, OSError.
+    Raises NoIdentityMatchError, AuthenticationError (SignatureError), ModelMismatchError,
+    FormatError, OSError.
     """
-    return _tensors.load(_FW, filename, identities, threads, signers)
+    return _tensors.load(_FW, filename, identities, threads, Checks.build(signers, **expect))
 
 
 def safe_open(
-    filename: str | os.PathLike[str], identities: IdentityArg, *, signers: SignersArg | None = None, threads: int | None = None
+    filename: str | os.PathLike[str],
+    identities: IdentityArg,
+    *,
+    signers: SignersArg | None = None,
+    threads: int | None = None,
+    **expect: Any,
 ) -> _tensors.SafeOpen[np.ndarray]:
     """Lazy access: ``keys()``, ``metadata()``, ``get_tensor(name)``, ``get_slice(name)``."""
-    return _tensors.SafeOpen(_FW, filename, identities, threads, signers)
+    return _tensors.SafeOpen(_FW, filename, identities, threads, Checks.build(signers, **expect))

@@ -14,7 +14,8 @@ import numpy as np
 
 from . import _tensors
 from .errors import UnsupportedDtypeError, UsageError
-from .files import IdentityArg, SignersArg
+from .checks import Checks, SignersArg
+from .files import IdentityArg
 from .format.safetensors_index import TensorEntry
 from .recipients import Recipient
 from .signing import SigningKey
@@ -108,13 +109,16 @@ def load_file(
     *,
     signers: SignersArg | None = None,
     threads: int | None = None,
+    **expect: Any,
 ) -> dict[str, torch.Tensor]:
     """Decrypt every tensor into torch-owned memory, then move to ``device``; with
-    ``signers``, only a file a trusted publisher signed.
+    ``signers``, only a file a trusted publisher signed; ``expect`` as in
+    :func:`tensorseal.numpy.load_file`.
 
-    Raises NoIdentityMatchError, AuthenticationError (SignatureError), FormatError, OSError.
+    Raises NoIdentityMatchError, AuthenticationError (SignatureError), ModelMismatchError,
+    FormatError, OSError.
     """
-    return _tensors.load(_Torch(str(device)), filename, identities, threads, signers)
+    return _tensors.load(_Torch(str(device)), filename, identities, threads, Checks.build(signers, **expect))
 
 
 def safe_open(
@@ -124,6 +128,7 @@ def safe_open(
     *,
     signers: SignersArg | None = None,
     threads: int | None = None,
+    **expect: Any,
 ) -> _tensors.SafeOpen[torch.Tensor]:
     """Lazy access: ``keys()``, ``metadata()``, ``get_tensor(name)``, ``get_slice(name)``."""
-    return _tensors.SafeOpen(_Torch(str(device)), filename, identities, threads, signers)
+    return _tensors.SafeOpen(_Torch(str(device)), filename, identities, threads, Checks.build(signers, **expect))
