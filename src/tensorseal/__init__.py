@@ -37,6 +37,7 @@ from .recipients import (
     load_recipients,
     parse_recipient,
 )
+from .manifest import sign_directory, verify_directory
 from .signing import SigningKey, VerifyingKey, load_trusted_signers
 
 __version__ = "0.1.0"
@@ -63,7 +64,9 @@ __all__ = [
     "parse_recipient",
     "read_blob",
     "safe_open",
+    "sign_directory",
     "sign_file",
+    "verify_directory",
     "verify_file",
 ]
 

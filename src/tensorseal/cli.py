@@ -27,6 +27,7 @@ from .errors import (
     UsageError,
 )
 from .files import decrypt_file, encrypt_file, sign_file, verify_file
+from .manifest import sign_directory, verify_directory
 from .format.header import ModelIdentity
 from .reader import SealedFile
 from .recipients import (
@@ -284,7 +285,7 @@ def decrypt(
 
 
 @cli.command()
-@click.argument("input", type=click.Path(dir_okay=False, exists=True))
+@click.argument("input", type=click.Path(exists=True))
 @_apply(identity_options)
 @_apply(signer_options)
 @threads_option
@@ -297,6 +298,12 @@ def verify(
     """Authenticate every byte of INPUT; writes nothing. With --signer (no key needed):
     a trusted publisher signed it. With -i: every tag verifies. Both may be given."""
     checks = _checks(signer_keys, signer_files, require_signature, expect_name, expect_version, min_version, expect_file)
+    if os.path.isdir(input):
+        if checks["signers"] is None:
+            raise UsageError("verifying a directory needs --signer or --trusted-signers")
+        result = verify_directory(input, checks["signers"], threads=threads)
+        _note(quiet, f"ok: {input}: {len(result.files)} file(s) match the manifest signed by a trusted signer")
+        return
     signers = checks["signers"] or (True if require_signature else None)
     identities = None
     if identity_files or key_files or passphrase or signers is None:
@@ -314,12 +321,17 @@ def verify(
 
 
 @cli.command()
-@click.argument("input", type=click.Path(dir_okay=False, exists=True))
+@click.argument("input", type=click.Path(exists=True))
 @click.option("--sign-key", "sign_keys", multiple=True, required=True, type=click.Path(dir_okay=False, exists=True), help="Signing key file (repeatable).")
 @threads_option
 @quiet_option
 def sign(input: str, sign_keys: tuple[str, ...], threads: int | None, quiet: bool) -> None:
-    """Add a publisher signature to a sealed file (no decryption key needed)."""
+    """Sign a sealed file, or write a signed manifest of a model directory (no decryption
+    key needed)."""
+    if os.path.isdir(input):
+        path = sign_directory(input, sign_keys, threads=threads)
+        _note(quiet, f"signed {input}: wrote {path}")
+        return
     signatures = sign_file(input, sign_keys, threads=threads)
     _note(quiet, f"signed {input}: {len(signatures)} signature(s)")
 

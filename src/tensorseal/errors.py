@@ -109,6 +109,10 @@ class SignatureError(AuthenticationError):
     hint = "check --signer / --trusted-signers, or sign the file with `tensorseal sign`"
 
 
+class ManifestError(AuthenticationError):
+    """A model directory does not match its signed manifest (file missing, added, renamed, changed)."""
+
+
 class ModelMismatchError(TensorSealError):
     """The file is authentic but not the model asked for (name, version, shard, minimum version)."""
 
@@ -129,6 +133,7 @@ __all__ = [
     "KeyMaterialError",
     "LayoutError",
     "LimitExceededError",
+    "ManifestError",
     "ModelMismatchError",
     "NoIdentityMatchError",
     "NotSealedError",

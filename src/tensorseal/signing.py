@@ -13,7 +13,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import InvalidKeyError, UsageError
-from .format.signatures import Signature, signed_message
+from .format.signatures import CONTEXT as FILE_CONTEXT
+from .format.signatures import Signature
 from .recipients.base import decode_key_string, encode_key_string
 
 SECRET_PREFIX = "TSEAL-SIGNING-KEY-1"
@@ -46,11 +47,12 @@ class VerifyingKey:
     def __hash__(self) -> int:
         return hash(self.raw)
 
-    def verifies(self, signature: Signature, digest: bytes) -> bool:
+    def verifies(self, signature: Signature, digest: bytes, context: bytes = FILE_CONTEXT) -> bool:
+        """Whether ``signature`` is this key's over ``context | digest``."""
         if signature.key != self.raw:
             return False
         try:
-            self._key.verify(signature.sig, signed_message(digest))
+            self._key.verify(signature.sig, context + digest)
         except InvalidSignature:
             return False
         return True
@@ -89,8 +91,10 @@ class SigningKey:
     def public_key(self) -> VerifyingKey:
         return VerifyingKey(self._key.public_key().public_bytes_raw())
 
-    def sign(self, digest: bytes) -> Signature:
-        return Signature("ed25519", self.public_key().raw, self._key.sign(signed_message(digest)))
+    def sign(self, digest: bytes, context: bytes = FILE_CONTEXT) -> Signature:
+        """Ed25519 over ``context | digest`` (the context keeps file and manifest
+        signatures from standing in for each other)."""
+        return Signature("ed25519", self.public_key().raw, self._key.sign(context + digest))
 
 
 def _text(path: str | os.PathLike[str]) -> str:

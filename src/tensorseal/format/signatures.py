@@ -93,10 +93,6 @@ def fill_missing_units(fd: int, data_offset: int, data_length: int, unit: int, d
             digests[u] = blake3(data).digest()
 
 
-def signed_message(digest: bytes) -> bytes:
-    return CONTEXT + digest
-
-
 def encode_block(signatures: Sequence[Signature]) -> bytes:
     if not 1 <= len(signatures) <= MAX_SIGNATURES:
         raise LimitExceededError(f"a file carries 1..{MAX_SIGNATURES} signatures")
