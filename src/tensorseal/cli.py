@@ -221,7 +221,7 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: 
 @click.option("--mode", type=click.Choice(["auto", "tensors", "blob"]), default="auto", show_default=True, help="auto: safetensors files in tensor mode, anything else as a blob.")
 @click.option("--segment-size", type=int, default=None, help="Bytes per authenticated segment (power of two, 4 KiB..64 MiB).")
 @click.option("--name", help="Model name bound into the file.")
-@click.option("--model-version", "model_version", help="Model version bound into the file.")
+@click.option("--model-version", "--version", "model_version", help="Model version bound into the file.")
 @click.option("--file-id", help="Shard file id bound into the file (e.g. model-00001-of-00004).")
 @sign_key_option
 @force_option

@@ -107,6 +107,6 @@ def test_cli_identity_flags(models, tmp_path, identity, capsys):
     tensorseal.decrypt_file(models["v2"], src, [identity])
     out = tmp_path / "cli.tseal"
     rec = str(identity.recipient())
-    assert main(["encrypt", str(src), "-o", str(out), "-r", rec, "--name", "n", "--model-version", "1", "--file-id", "f", "-q"]) == 0
+    assert main(["encrypt", str(src), "-o", str(out), "-r", rec, "--name", "n", "--version", "1", "--file-id", "f", "-q"]) == 0
     assert main(["inspect", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["identity"] == {"name": "n", "version": "1", "file": "f"}
