@@ -119,14 +119,23 @@ def decrypt_file(
         return sealed.header
 
 
-def read_blob(src: str | os.PathLike[str], identities: IdentityArg, *, threads: int | None = None) -> bytearray:
+def read_blob(
+    src: str | os.PathLike[str],
+    identities: IdentityArg,
+    *,
+    signers: SignersArg | None = None,
+    threads: int | None = None,
+    **expect: Any,
+) -> bytearray:
     """Decrypt a sealed blob (ONNX, TorchScript, pickle, ...) into memory, never to disk.
 
-    Returns only after every tag verified. Raises UsageError for a tensors-mode file, and
-    like :func:`decrypt_file` otherwise.
+    Returns only after every tag verified (and the checks of :func:`decrypt_file`
+    passed). Raises UsageError for a tensors-mode file, and like :func:`decrypt_file`.
     """
+    checks = Checks.build(signers, **expect)
     with SealedFile(src) as sealed:
         sealed.unlock(identities)
+        checks.apply(sealed, threads=threads)
         if sealed.header.mode != "blob":
             raise UsageError(f"{os.fspath(src)} holds tensors, not a blob", hint="use tensorseal.numpy/torch.load_file")
         out = bytearray(sealed.header.data_length)

@@ -80,6 +80,34 @@ class _Torch:
         return tensor[key]
 
 
+def load(
+    filename: str | os.PathLike[str],
+    identities: IdentityArg,
+    *,
+    weights_only: bool = True,
+    map_location: Any = None,
+    signers: SignersArg | None = None,
+    threads: int | None = None,
+    **expect: Any,
+) -> Any:
+    """``torch.load`` of a sealed blob (a pickled checkpoint), from memory: the plaintext
+    never touches disk, and its buffer is zeroed once torch has read it. ``weights_only``
+    defaults to True, as in torch: a pickle can run code, so only allow more for files
+    you trust (check ``signers``).
+
+    Raises like :func:`tensorseal.read_blob`, and whatever torch.load raises.
+    """
+    import io
+
+    from .files import read_blob
+
+    buf = read_blob(filename, identities, signers=signers, threads=threads, **expect)
+    try:
+        return _torch().load(io.BytesIO(buf), weights_only=weights_only, map_location=map_location)
+    finally:
+        buf[:] = bytes(len(buf))
+
+
 def save_file(
     tensors: Mapping[str, torch.Tensor],
     filename: str | os.PathLike[str],
