@@ -25,7 +25,7 @@ from .errors import (
     UsageError,
 )
 from .checks import SignersArg
-from .files import IdentityArg, decrypt_file, encrypt_file, read_blob, sign_file, verify_file
+from .files import IdentityArg, decrypt_file, encrypt_directory, encrypt_file, read_blob, sign_file, verify_file
 from .recipients import (
     Identity,
     Passphrase,
@@ -57,6 +57,7 @@ __all__ = [
     "VerifyingKey",
     "X25519Recipient",
     "decrypt_file",
+    "encrypt_directory",
     "encrypt_file",
     "load_identities",
     "load_recipients",

@@ -26,7 +26,7 @@ from .errors import (
     TensorSealError,
     UsageError,
 )
-from .files import decrypt_file, encrypt_file, sign_file, verify_file
+from .files import decrypt_file, encrypt_directory, encrypt_file, sign_file, verify_file
 from .manifest import sign_directory, verify_directory
 from .format.header import ModelIdentity
 from .reader import SealedFile
@@ -210,8 +210,8 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: 
 
 
 @cli.command()
-@click.argument("input", type=click.Path(dir_okay=False, exists=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help=f"Output file (default: INPUT{SUFFIX}).")
+@click.argument("input", type=click.Path(exists=True))
+@click.option("-o", "--output", type=click.Path(), help=f"Output file (default: INPUT{SUFFIX}); for a directory, the output directory.")
 @click.option("-r", "--recipient", "recipient_strings", multiple=True, help="Recipient string, e.g. tseal1... (repeatable).")
 @click.option("-R", "--recipients-file", "recipient_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="File of recipients, one per line (repeatable).")
 @click.option("--key-file", "key_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Raw 256-bit symmetric key file (repeatable).")
@@ -233,7 +233,9 @@ def encrypt(
     segment_size: int | None, name: str | None, model_version: str | None, file_id: str | None, sign_keys: tuple[str, ...], force: bool,
     threads: int | None, quiet: bool,
 ) -> None:  # fmt: skip
-    """Seal INPUT (safetensors, or any file as a blob) for the given recipients."""
+    """Seal INPUT (safetensors, or any file as a blob) for the given recipients. A model
+    directory is sealed into -o OUTDIR: every *.safetensors shard under its own name,
+    every other file copied."""
     recipients: list[Recipient] = [parse_recipient(r) for r in recipient_strings]
     for f in recipient_files:
         recipients.extend(load_recipients(f))
@@ -244,12 +246,18 @@ def encrypt(
         recipients.append(Passphrase(_passphrase(confirm=True)))
     if not recipients:
         raise UsageError("no recipients", hint="pass -r RECIPIENT, -R FILE, --key-file F or --passphrase")
-    output = output or _default_output(input, encrypting=True)
-    _check_output(output, force)
     options = SealOptions(
         cipher=cipher, public_index=public_index, identity=ModelIdentity(name=name, version=model_version, file=file_id),
         **({"segment_size": segment_size} if segment_size else {}),
     )  # fmt: skip
+    if os.path.isdir(input):
+        if not output:
+            raise UsageError("sealing a directory needs -o OUTDIR")
+        shards = encrypt_directory(input, output, recipients, options=options, threads=threads, sign_with=sign_keys)
+        _note(quiet, f"sealed {len(shards)} shard(s) of {input} -> {output}")
+        return
+    output = output or _default_output(input, encrypting=True)
+    _check_output(output, force)
     with _progress("encrypt", os.path.getsize(input), quiet) as progress:
         header = encrypt_file(
             input, output, recipients, mode=mode, options=options, threads=threads, progress=progress, sign_with=sign_keys

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,10 +39,14 @@ def is_sealed(path: str | os.PathLike[str]) -> bool:
 
 
 @contextlib.contextmanager
-def sealed_safetensors(identities: IdentityArg, *, signers: SignersArg | None = None, **expect: Any) -> Iterator[None]:
+def sealed_safetensors(
+    identities: IdentityArg, *, signers: SignersArg | None = None, also_patch: tuple[str, ...] = (), **expect: Any
+) -> Iterator[None]:
     """Patch safetensors' entry points for the duration of the block (see the module doc).
     ``signers`` and ``expect`` (``expect_name=``, ``min_version=``, ...) apply to every
-    sealed file opened inside it."""
+    sealed file opened inside it. ``also_patch`` names module prefixes (e.g.
+    ``"transformers"``) whose already-imported modules hold their own references to the
+    safetensors functions; those references are swapped too."""
     import safetensors
 
     Checks.build(signers, **expect)  # fail now, not at the first load, on bad arguments
@@ -87,6 +92,15 @@ def sealed_safetensors(identities: IdentityArg, *, signers: SignersArg | None = 
             continue
         patch(module, "load_file", load_file_shim(framework))
         patch(module, "safe_open", safe_open_shim)
+    shims = {id(original): getattr(module, name) for module, name, original in patches}
+    for prefix in also_patch:
+        for mod_name, mod in list(sys.modules.items()):
+            if mod is None or not (mod_name == prefix or mod_name.startswith(prefix + ".")):
+                continue
+            for attr, value in list(vars(mod).items()):
+                if id(value) in shims and callable(value):
+                    patches.append((mod, attr, value))
+                    setattr(mod, attr, shims[id(value)])
     try:
         yield
     finally:

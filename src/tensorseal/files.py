@@ -89,6 +89,59 @@ def encrypt_file(
         os.close(fd)
 
 
+def encrypt_directory(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    recipients: Sequence[Recipient | str],
+    *,
+    options: SealOptions = SealOptions(),
+    threads: int | None = None,
+    sign_with: Sequence[SigningKey | str | os.PathLike[str]] = (),
+) -> list[str]:
+    """Seal every ``*.safetensors`` file of a model directory into ``dst`` under the same
+    relative name (so ``model.safetensors.index.json`` keeps working) and copy every
+    other file as it is. Each shard's model identity gets its file name as the shard id.
+    Returns the sealed paths. Raises UsageError if ``dst`` exists and is not empty or no
+    shard is found, and like :func:`encrypt_file`."""
+    import dataclasses
+    import shutil
+
+    import tempfile
+
+    src, dst = os.fspath(src), os.fspath(dst).rstrip(os.sep)
+    if not os.path.isdir(src):
+        raise UsageError(f"{src} is not a directory")
+    if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
+        raise UsageError(f"{dst} exists and is not an empty directory")
+    parent = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="." + os.path.basename(dst) + ".", suffix=".partial", dir=parent)
+    sealed = []
+    try:
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            rel_root = os.path.relpath(root, src)
+            os.makedirs(os.path.join(work, rel_root), exist_ok=True)
+            for name in sorted(files):
+                a, rel = os.path.join(root, name), os.path.normpath(os.path.join(rel_root, name))
+                if name.endswith(".safetensors"):
+                    shard = dataclasses.replace(options.identity, file=name)
+                    encrypt_file(a, os.path.join(work, rel), recipients, mode="tensors", threads=threads,
+                                 options=dataclasses.replace(options, identity=shard), sign_with=sign_with)  # fmt: skip
+                    sealed.append(os.path.join(dst, rel))
+                else:
+                    shutil.copyfile(a, os.path.join(work, rel))
+        if not sealed:
+            raise UsageError(f"no .safetensors file under {src}")
+        if os.path.isdir(dst):
+            os.rmdir(dst)  # empty, checked above
+        os.rename(work, dst)  # the output directory appears complete or not at all
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return sealed
+
+
 def decrypt_file(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],

@@ -1,0 +1,80 @@
+"""transformers from_pretrained on a directory of sealed shards: the same model as from
+the plain directory, bit for bit, without a plaintext file."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import tensorseal  # noqa: E402
+import tensorseal.transformers  # noqa: E402
+from tensorseal.cli import main  # noqa: E402
+from tensorseal.errors import NoIdentityMatchError, SegmentAuthenticationError, UsageError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("plain")
+    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                     vocab_size=120, max_position_embeddings=64)  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.BertModel(config)
+    model.save_pretrained(d, max_shard_size="40KB")  # several shards and an index file
+    assert (d / "model.safetensors.index.json").exists()
+    return d
+
+
+def _same_model(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sorted(sa) == sorted(sb)
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    ids = torch.tensor([[1, 5, 7, 9, 2]])
+    with torch.no_grad():
+        assert torch.equal(a(ids).last_hidden_state, b(ids).last_hidden_state)
+
+
+def test_from_pretrained_sealed_directory(plain_dir, tmp_path, identity):
+    out = tmp_path / "sealed"
+    shards = tensorseal.encrypt_directory(plain_dir, out, [identity.recipient()])
+    assert len(shards) > 1 and all(tensorseal.compat.is_sealed(s) for s in shards)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {os.path.basename(s) for s in shards}
+    plain = transformers.BertModel.from_pretrained(plain_dir)
+    sealed = tensorseal.transformers.from_pretrained(out, [identity], model_class=transformers.BertModel)
+    _same_model(plain, sealed)
+    auto = tensorseal.transformers.from_pretrained(out, [identity])  # AutoModel by default
+    _same_model(plain, auto)
+
+
+def test_sealed_directory_failures(plain_dir, tmp_path, identity, other_identity):
+    out = tmp_path / "sealed"
+    shards = tensorseal.encrypt_directory(plain_dir, out, [identity.recipient()])
+    with pytest.raises(NoIdentityMatchError):
+        tensorseal.transformers.from_pretrained(out, [other_identity], model_class=transformers.BertModel)
+    data = bytearray(open(shards[-1], "rb").read())
+    data[-5] ^= 1
+    with open(shards[-1], "wb") as f:
+        f.write(bytes(data))
+    with pytest.raises(SegmentAuthenticationError):
+        tensorseal.transformers.from_pretrained(out, [identity], model_class=transformers.BertModel)
+    with pytest.raises(UsageError):
+        tensorseal.encrypt_directory(plain_dir, out, [identity.recipient()])  # not empty
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UsageError, match="no .safetensors"):
+        tensorseal.encrypt_directory(empty, tmp_path / "x", [identity.recipient()])
+    assert not (tmp_path / "x").exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_cli_seals_a_directory(plain_dir, tmp_path, identity):
+    out = tmp_path / "cli-sealed"
+    assert main(["encrypt", str(plain_dir), "-o", str(out), "-r", str(identity.recipient()), "--name", "tiny-bert", "-q"]) == 0
+    assert (out / "config.json").read_bytes() == (plain_dir / "config.json").read_bytes()
+    model = tensorseal.transformers.from_pretrained(out, [identity], model_class=transformers.BertModel, expect_name="tiny-bert")
+    _same_model(transformers.BertModel.from_pretrained(plain_dir), model)
