@@ -17,6 +17,7 @@ from .reader import SealedFile
 from .signing import VerifyingKey, load_trusted_signers, to_verifying_keys
 
 TRUSTED_SIGNERS_ENV = "TENSORSEAL_TRUSTED_SIGNERS"
+CHECK_KEYWORDS = frozenset({"require_signature", "expect_name", "expect_version", "min_version", "expect_file"})
 SignersArg = VerifyingKey | str | Sequence[VerifyingKey | str]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .checks import SignersArg
+from .checks import CHECK_KEYWORDS, SignersArg
 from .errors import UsageError
 from .files import IdentityArg, read_blob
 
@@ -35,12 +35,10 @@ def InferenceSession(  # noqa: N802 - mirrors onnxruntime.InferenceSession
         import onnxruntime
     except ImportError:
         raise UsageError("onnxruntime is not installed", hint="pip install 'tensorseal[onnx]'") from None
-    expect = {k: session_kwargs.pop(k) for k in list(session_kwargs) if k in _CHECK_KEYS}
+    expect = {k: session_kwargs.pop(k) for k in list(session_kwargs) if k in CHECK_KEYWORDS}
     model = read_blob(path, identities, signers=signers, threads=threads, **expect)
     try:
         return onnxruntime.InferenceSession(bytes(model), **session_kwargs)
     finally:
         model[:] = bytes(len(model))
 
-
-_CHECK_KEYS = frozenset({"require_signature", "expect_name", "expect_version", "min_version", "expect_file"})

@@ -13,15 +13,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .checks import SignersArg
+from .checks import CHECK_KEYWORDS, SignersArg
 from .compat import sealed_safetensors
 from .errors import UsageError
 from .files import IdentityArg
 
 __all__ = ["from_pretrained"]
-
-_CHECK_KEYS = ("require_signature", "expect_name", "expect_version", "min_version", "expect_file")
-
 
 def from_pretrained(
     path: str | os.PathLike[str],
@@ -43,7 +40,7 @@ def from_pretrained(
         raise UsageError("transformers is not installed", hint="pip install 'tensorseal[transformers]'") from None
     if not os.path.isdir(path):
         raise UsageError(f"{os.fspath(path)} is not a model directory")
-    expect = {k: kwargs.pop(k) for k in _CHECK_KEYS if k in kwargs}
+    expect = {k: kwargs.pop(k) for k in CHECK_KEYWORDS if k in kwargs}
     cls = model_class or transformers.AutoModel
     with sealed_safetensors(identities, signers=signers, also_patch=("transformers",), **expect):
         return cls.from_pretrained(os.fspath(path), **kwargs)
