@@ -146,3 +146,27 @@ def test_dtypes_no_framework_can_hold_still_round_trip_as_files(tmp_path, identi
     assert (tmp_path / "back").read_bytes() == src.read_bytes()
     with pytest.raises(tensorseal.errors.UnsupportedDtypeError):
         tensorseal.numpy.load_file(tmp_path / "o.tseal", [identity])
+
+
+@pytest.mark.parametrize("exc", [OSError("disk went away"), KeyboardInterrupt()])
+def test_interrupted_write_leaves_no_file_and_keeps_the_old_one(tmp_path, identity, exc):
+    """A failure or Ctrl-C in the middle of sealing removes the temp file and leaves an
+    existing target as it was."""
+    from tensorseal.writer import write_sealed
+
+    target = tmp_path / "out.tseal"
+    target.write_bytes(b"previous version")
+    calls = []
+
+    def source(seg, scratch):
+        calls.append(seg)
+        if len(calls) == 3:
+            raise exc
+        scratch[:] = bytes(len(scratch))
+        return scratch
+
+    with pytest.raises(type(exc)):
+        write_sealed(target, mode="blob", lengths=[10 * SMALL_SEGMENT], source=source,
+                     recipients=[identity.recipient()], options=SealOptions(segment_size=SMALL_SEGMENT), threads=1)  # fmt: skip
+    assert target.read_bytes() == b"previous version"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.tseal"]
