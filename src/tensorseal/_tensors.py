@@ -12,6 +12,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from . import selection
 from .errors import UsageError
 from .checks import NO_CHECKS, Checks
 from .files import IdentityArg
@@ -66,6 +67,8 @@ def save(
         dtype, shape, raw = fw.to_bytes(tensor)
         specs[name], data[name] = (dtype, shape), raw
     index = build_index(specs, metadata)
+    lengths = [e.nbytes for e in index.entries]
+    plain = selection.select([e.name for e in index.entries], lengths, options.encrypt_only, options.plain).plain
     views = [memoryview(data[e.name]) for e in index.entries]
     starts = [e.start for e in index.entries]
 
@@ -74,8 +77,8 @@ def save(
         return views[seg.tensor][off : off + seg.length]
 
     write_sealed(
-        path, mode="tensors", lengths=[e.nbytes for e in index.entries], source=source,
-        recipients=recipients, index=index.raw, options=options, threads=threads, signers=to_signing_keys(sign_with),
+        path, mode="tensors", lengths=lengths, source=source, recipients=recipients, index=index.raw,
+        options=options, threads=threads, signers=to_signing_keys(sign_with), plain=plain,
     )  # fmt: skip
 
 

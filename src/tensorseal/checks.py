@@ -12,12 +12,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import ModelMismatchError, UsageError
+from .errors import ModelMismatchError, NotSealedError, UsageError
 from .reader import SealedFile
 from .signing import VerifyingKey, load_trusted_signers, to_verifying_keys
 
 TRUSTED_SIGNERS_ENV = "TENSORSEAL_TRUSTED_SIGNERS"
-CHECK_KEYWORDS = frozenset({"require_signature", "expect_name", "expect_version", "min_version", "expect_file"})
+CHECK_KEYWORDS = frozenset(
+    {"require_signature", "require_encrypted", "expect_name", "expect_version", "min_version", "expect_file"}
+)
 SignersArg = VerifyingKey | str | Sequence[VerifyingKey | str]
 
 
@@ -39,6 +41,7 @@ class Checks:
     version: str | None = None
     min_version: str | None = None
     file: str | None = None
+    require_encrypted: bool = False  # entry points that pass plain files through refuse them
 
     @classmethod
     def build(
@@ -46,13 +49,16 @@ class Checks:
         signers: SignersArg | None = None,
         *,
         require_signature: bool = False,
+        require_encrypted: bool = False,
         expect_name: str | None = None,
         expect_version: str | None = None,
         min_version: str | None = None,
         expect_file: str | None = None,
     ) -> Checks:
         """``require_signature`` without ``signers`` takes them from the file named by
-        ``TENSORSEAL_TRUSTED_SIGNERS``. Raises UsageError, InvalidKeyError."""
+        ``TENSORSEAL_TRUSTED_SIGNERS``. ``require_encrypted`` makes the entry points that
+        also accept plain safetensors files (the compat patch, transformers) refuse them.
+        Raises UsageError, InvalidKeyError."""
         keys = None if signers is None else tuple(to_verifying_keys(signers))
         if require_signature and keys is None:
             path = os.environ.get(TRUSTED_SIGNERS_ENV)
@@ -64,7 +70,13 @@ class Checks:
             keys = tuple(load_trusted_signers(path))
         if min_version is not None:
             _version(min_version, "minimum version")
-        return cls(keys, expect_name, expect_version, min_version, expect_file)
+        return cls(keys, expect_name, expect_version, min_version, expect_file, bool(require_encrypted))
+
+    def refuse_plain(self, path: object) -> None:
+        """Called for a file that is not sealed. Raises NotSealedError if encryption is
+        required (an attacker must not be able to swap a sealed file for a plain one)."""
+        if self.require_encrypted:
+            raise NotSealedError(f"{path} is not a sealed file and encryption is required")
 
     def apply(self, sealed: SealedFile, *, threads: int | None = None) -> None:
         """Check the signature (no key needed), then, once the header is authentic, the

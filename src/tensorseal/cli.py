@@ -223,6 +223,11 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: 
 @click.option("--name", help="Model name bound into the file.")
 @click.option("--model-version", "--version", "model_version", help="Model version bound into the file.")
 @click.option("--file-id", help="Shard file id bound into the file (e.g. model-00001-of-00004).")
+@click.option("--encrypt-only", "encrypt_only", multiple=True, metavar="PATTERN", help="Encrypt only tensors whose names match this glob; the rest stay plain but authenticated (repeatable).")
+@click.option("--plain", "plain", multiple=True, metavar="PATTERN", help="Leave tensors matching this glob unencrypted but authenticated (repeatable).")
+@click.option("--critical", type=click.Choice(["auto"]), help="auto: encrypt the tensors a sensitivity analysis finds critical (needs --eval).")
+@click.option("--eval", "evaluator", metavar="MODULE:FUNCTION", help="For --critical auto: evaluate(tensors) -> quality score, higher is better.")
+@click.option("--critical-threshold", type=float, default=None, help="For --critical auto: fraction of the score the model must lose without the key (default 0.9).")
 @sign_key_option
 @force_option
 @threads_option
@@ -230,12 +235,14 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: 
 def encrypt(
     input: str, output: str | None, recipient_strings: tuple[str, ...], recipient_files: tuple[str, ...],
     key_files: tuple[str, ...], passphrase: bool, public_index: bool, cipher: str, mode: str,
-    segment_size: int | None, name: str | None, model_version: str | None, file_id: str | None, sign_keys: tuple[str, ...], force: bool,
-    threads: int | None, quiet: bool,
+    segment_size: int | None, name: str | None, model_version: str | None, file_id: str | None,
+    encrypt_only: tuple[str, ...], plain: tuple[str, ...], critical: str | None, evaluator: str | None,
+    critical_threshold: float | None, sign_keys: tuple[str, ...], force: bool, threads: int | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Seal INPUT (safetensors, or any file as a blob) for the given recipients. A model
     directory is sealed into -o OUTDIR: every *.safetensors shard under its own name,
-    every other file copied."""
+    every other file copied. --encrypt-only/--plain/--critical encrypt some tensors only
+    (see docs/SELECTIVE.md)."""
     recipients: list[Recipient] = [parse_recipient(r) for r in recipient_strings]
     for f in recipient_files:
         recipients.extend(load_recipients(f))
@@ -246,9 +253,13 @@ def encrypt(
         recipients.append(Passphrase(_passphrase(confirm=True)))
     if not recipients:
         raise UsageError("no recipients", hint="pass -r RECIPIENT, -R FILE, --key-file F or --passphrase")
+    if critical:
+        encrypt_only = _critical_selection(input, evaluator, critical_threshold, encrypt_only + plain, quiet)
+    elif evaluator or critical_threshold is not None:
+        raise UsageError("--eval and --critical-threshold go with --critical auto")
     options = SealOptions(
         cipher=cipher, public_index=public_index, identity=ModelIdentity(name=name, version=model_version, file=file_id),
-        **({"segment_size": segment_size} if segment_size else {}),
+        encrypt_only=encrypt_only, plain=plain, **({"segment_size": segment_size} if segment_size else {}),
     )  # fmt: skip
     if os.path.isdir(input):
         if not output:
@@ -264,6 +275,29 @@ def encrypt(
         )
     signed = f", signed by {len(sign_keys)} key(s)" if sign_keys else ""
     _note(quiet, f"sealed {input} -> {output} ({header.mode}, {header.cipher}, {len(header.recipients)} recipient(s){signed})")
+
+
+def _critical_selection(
+    input: str, evaluator: str | None, threshold: float | None, patterns: tuple[str, ...], quiet: bool
+) -> tuple[str, ...]:
+    """--critical auto: the exact names of the tensors to encrypt, from the user's evaluator."""
+    from . import selection, sensitivity
+
+    if patterns:
+        raise UsageError("--critical auto chooses the tensors itself: drop --encrypt-only/--plain")
+    if not evaluator:
+        raise UsageError("--critical auto needs --eval MODULE:FUNCTION", hint="see docs/SELECTIVE.md")
+    if os.path.isdir(input):
+        raise UsageError("--critical auto works on one safetensors file, not a directory")
+    evaluate = sensitivity.load_evaluator(evaluator)
+    tensors = sensitivity.read_safetensors(input)
+    kwargs = {} if threshold is None else {"threshold": threshold}
+    chosen = sensitivity.critical_tensors(tensors, evaluate, **kwargs)
+    lost = "" if not chosen.baseline else f"; without the key the model loses {chosen.relative_degradation:.0%} of its score"
+    _note(quiet, f"critical: encrypting {len(chosen.encrypt)} of {len(tensors)} tensors ({chosen.fraction:.1%} of the bytes){lost}")
+    if not chosen.reached:
+        _note(quiet, f"critical: the threshold {chosen.threshold:g} was not reached: every tensor is encrypted")
+    return selection.exact(chosen.encrypt)
 
 
 @cli.command()

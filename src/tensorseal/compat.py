@@ -7,7 +7,7 @@
 Inside the block, ``safetensors.safe_open``, ``safetensors.numpy.load_file``,
 ``safetensors.torch.load_file`` and ``safetensors.torch.safe_open`` open sealed files
 with tensorseal (same checks, same typed errors) and pass plain files to safetensors as
-before. The patch is process-wide and covers calls that look the function up through its
+before, unless ``require_encrypted=True``: then a plain file raises NotSealedError. The patch is process-wide and covers calls that look the function up through its
 module at call time; a name bound earlier with ``from safetensors.torch import
 load_file`` keeps pointing at the original, so patch before such imports or call through
 the module.
@@ -49,7 +49,7 @@ def sealed_safetensors(
     safetensors functions; those references are swapped too."""
     import safetensors
 
-    Checks.build(signers, **expect)  # fail now, not at the first load, on bad arguments
+    checks = Checks.build(signers, **expect)  # fail now, not at the first load, on bad arguments
     opts: dict[str, Any] = {"signers": signers, **expect}
     patches: list[tuple[Any, str, Any]] = []
 
@@ -62,6 +62,7 @@ def sealed_safetensors(
     def safe_open_shim(original: Any) -> Any:
         def safe_open(filename: Any, framework: str, device: Any = "cpu", **kwargs: Any) -> Any:
             if not is_sealed(filename):
+                checks.refuse_plain(filename)
                 return original(filename, framework, device=device, **kwargs)
             import tensorseal
 
@@ -73,6 +74,7 @@ def sealed_safetensors(
         def make(original: Any) -> Any:
             def load_file(filename: Any, *args: Any, **kwargs: Any) -> Any:
                 if not is_sealed(filename):
+                    checks.refuse_plain(filename)
                     return original(filename, *args, **kwargs)
                 api = importlib.import_module(f"tensorseal.{framework}")
                 if framework == "torch":

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import struct
+from fnmatch import fnmatchcase
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import selection
 from ._atomic import atomic_output
 from .errors import FormatError, UsageError
 from .format.header import Header
@@ -63,9 +65,12 @@ def encrypt_file(
     threads: int | None = None,
     progress: Progress | None = None,
     sign_with: Sequence[SigningKey | str | os.PathLike[str]] = (),
+    _require_match: bool = True,
 ) -> Header:
-    """Seal ``src`` into ``dst``, signed by ``sign_with`` (keys or key files) if given. ``mode``: "auto" (safetensors -> tensors, else blob),
-    "tensors" or "blob". Raises FormatError, UsageError, InvalidKeyError, OSError."""
+    """Seal ``src`` into ``dst``, signed by ``sign_with`` (keys or key files) if given.
+    ``mode``: "auto" (safetensors -> tensors, else blob), "tensors" or "blob". With
+    ``options.encrypt_only``/``options.plain`` (selective encryption) the tensors left in
+    clear are still authenticated. Raises FormatError, UsageError, InvalidKeyError, OSError."""
     if mode not in ("auto", "tensors", "blob"):
         raise UsageError(f"unknown mode {mode!r}")
     if os.path.exists(dst) and os.path.samefile(src, dst):
@@ -76,14 +81,21 @@ def encrypt_file(
         index = read_safetensors_index(fd, size) if mode != "blob" else None
         if index is None and mode == "tensors":
             raise FormatError(f"{os.fspath(src)} is not a safetensors file", hint="use blob mode for other files")
+        plain: frozenset[int] = frozenset()
         if index is not None:
             lengths = [e.nbytes for e in index.entries]
             base, raw, seal_mode = len(index.raw), index.raw, "tensors"
+            plain = selection.select(
+                [e.name for e in index.entries], lengths, options.encrypt_only, options.plain,
+                where=os.path.basename(os.fspath(src)), require_match=_require_match,
+            ).plain  # fmt: skip
         else:
+            if options.encrypt_only or options.plain:
+                raise UsageError(f"{os.fspath(src)} is not a safetensors file: selective encryption needs tensors")
             lengths, base, raw, seal_mode = [size], 0, b"", "blob"
         return write_sealed(
-            dst, mode=seal_mode, lengths=lengths, source=_reader(fd, base), recipients=recipients,
-            index=raw, options=options, threads=threads, progress=progress, signers=to_signing_keys(sign_with),
+            dst, mode=seal_mode, lengths=lengths, source=_reader(fd, base), recipients=recipients, index=raw,
+            options=options, threads=threads, progress=progress, signers=to_signing_keys(sign_with), plain=plain,
         )  # fmt: skip
     finally:
         os.close(fd)
@@ -115,6 +127,8 @@ def encrypt_directory(
         raise UsageError(f"{dst} exists and is not an empty directory")
     parent = os.path.dirname(os.path.abspath(dst))
     os.makedirs(parent, exist_ok=True)
+    if options.encrypt_only or options.plain:
+        _check_patterns_match(src, options)
     work = tempfile.mkdtemp(prefix="." + os.path.basename(dst) + ".", suffix=".partial", dir=parent)
     sealed = []
     try:
@@ -127,7 +141,8 @@ def encrypt_directory(
                 if name.endswith(".safetensors"):
                     shard = dataclasses.replace(options.identity, file=name)
                     encrypt_file(a, os.path.join(work, rel), recipients, mode="tensors", threads=threads,
-                                 options=dataclasses.replace(options, identity=shard), sign_with=sign_with)  # fmt: skip
+                                 options=dataclasses.replace(options, identity=shard), sign_with=sign_with,
+                                 _require_match=False)  # fmt: skip
                     sealed.append(os.path.join(dst, rel))
                 else:
                     shutil.copyfile(a, os.path.join(work, rel))
@@ -140,6 +155,25 @@ def encrypt_directory(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return sealed
+
+
+def _check_patterns_match(src: str, options: SealOptions) -> None:
+    """Every selective-encryption pattern must match a tensor in some shard of ``src``."""
+    matched: set[str] = set()
+    for root, _dirs, files in os.walk(src):
+        for name in files:
+            if name.endswith(".safetensors"):
+                fd = os.open(os.path.join(root, name), os.O_RDONLY)
+                try:
+                    index = read_safetensors_index(fd, os.fstat(fd).st_size)
+                finally:
+                    os.close(fd)
+                if index is None:
+                    raise FormatError(f"{os.path.join(root, name)} is not a safetensors file")
+                names = [e.name for e in index.entries]
+                # match only: whether a shard encrypts something is checked when it is sealed
+                matched |= {p for p in options.encrypt_only + options.plain for n in names if fnmatchcase(n, p)}
+    selection.check_all_matched(options.encrypt_only, options.plain, matched, src)
 
 
 def decrypt_file(

@@ -95,13 +95,18 @@ def save_file(
     version: str | None = None,
     threads: int | None = None,
     sign_with: Sequence[SigningKey | str | os.PathLike[str]] = (),
+    encrypt_only: Sequence[str] = (),
+    plain: Sequence[str] = (),
 ) -> None:
     """Seal ``tensors`` to ``filename`` for ``recipients`` (Recipient objects or strings).
+    ``encrypt_only``/``plain``: glob patterns on tensor names for selective encryption
+    (tensors left in clear are still authenticated; see docs/SELECTIVE.md).
 
     Raises UsageError, UnsupportedDtypeError, InvalidKeyError, OSError.
     """
     options = SealOptions(
         cipher=cipher, public_index=public_index, identity=_tensors.identity_from(name, version),
+        encrypt_only=tuple(encrypt_only), plain=tuple(plain),
         **({"segment_size": segment_size} if segment_size else {}),
     )  # fmt: skip
     _tensors.save(_FW, tensors, filename, recipients, metadata, options, threads, sign_with)

@@ -20,6 +20,7 @@ from .errors import (
     FormatError,
     HeaderAuthenticationError,
     IncorrectIdentityError,
+    KeyServiceError,
     LayoutError,
     NoIdentityMatchError,
     SegmentAuthenticationError,
@@ -34,7 +35,7 @@ from .format.keys import INDEX_NONCE, FileKeys, associated_data, make_aead
 from .format.safetensors_index import TensorIndex, parse_index
 from .format.segments import Segment, TensorRun, plan_runs, run_segments
 from .format.signatures import FOOTER_SIZE, MAX_BLOCK_BODY, Signature, file_digest, parse_block, unit_count
-from .recipients import Identity, to_identities
+from .recipients import Identity, KeyContext, ambient_identities, to_identities
 from .signing import VerifyingKey
 
 Progress = Callable[[int], None]
@@ -152,22 +153,38 @@ class SealedFile:
     def unlocked(self) -> bool:
         return self._keys is not None
 
-    def unlock(self, identities: Identity | str | os.PathLike[str] | Sequence[Identity | str | os.PathLike[str]]) -> None:
+    def unlock(
+        self, identities: Identity | str | os.PathLike[str] | Sequence[Identity | str | os.PathLike[str]] | None = None
+    ) -> None:
         """Unwrap the file key and authenticate the header and index.
 
-        Raises NoIdentityMatchError, KeyCommitmentError, HeaderAuthenticationError,
-        FormatError, InvalidKeyError.
+        ``identities`` are tried first, in order; then the key-service keys that the file's
+        stanzas name (AWS KMS, Vault, GCP, Azure, OS keyring), with credentials from the
+        environment (``recipients.ambient_identities``); ``None``: only those. A key service
+        that refuses or cannot be reached moves on to the next identity; if none opens the
+        file, that KeyServiceError is raised.
+
+        Raises NoIdentityMatchError, KeyServiceError, KeyCommitmentError,
+        HeaderAuthenticationError, FormatError, InvalidKeyError, UsageError.
         """
         stanzas = self.header.recipients
         if any(s.type == "scrypt" for s in stanzas) and len(stanzas) != 1:
             raise FormatError("a passphrase stanza must be the only recipient of a file")
-        for identity in to_identities(identities):
+        explicit = [] if identities is None else to_identities(identities)
+        context = KeyContext(self.header.identity)
+        refused: KeyServiceError | None = None
+        for identity in [*explicit, *ambient_identities(stanzas, skip=explicit)]:
             try:
-                file_key = identity.unwrap(stanzas)
+                file_key = identity.unwrap(stanzas, context)
             except IncorrectIdentityError:
+                continue
+            except KeyServiceError as exc:
+                refused = refused or exc
                 continue
             self._unlock_with_file_key(file_key)
             return
+        if refused is not None:
+            raise refused
         kinds = ", ".join(sorted({s.type for s in stanzas}))
         raise NoIdentityMatchError(f"no identity matched any of the file's recipients ({kinds})")
 
@@ -191,6 +208,12 @@ class SealedFile:
         self._runs, segments = plan_runs(lengths, self.header.segment_size)
         if sum(lengths) != self.header.data_length or segments != self.header.segment_count:
             raise LayoutError("the index does not match the data length or segment count in the header")
+        plain = self.header.plain
+        if plain and (plain[-1] >= len(lengths) or any(lengths[t] == 0 for t in plain)):
+            raise LayoutError("a plain tensor number names no tensor or an empty one")
+        if plain and sum(lengths[t] for t in plain) == sum(lengths):
+            raise LayoutError("every tensor is unencrypted: a sealed file must encrypt at least one")
+        self._plain_mac = make_aead(self.header.cipher, keys.plain_key)
         self._keys = keys
 
     def _need_keys(self) -> None:
@@ -244,17 +267,29 @@ class SealedFile:
     def _decrypt_chunk(self, jobs: Sequence[Job], progress: Progress | None, sink_to: tuple[int, int] | None) -> None:
         fd, aead, aad, tags = self._fd, self._aead, self._aad, self._tags
         base = self.header.data_offset
-        scratch = memoryview(bytearray(self.header.segment_size + C.TAG_SIZE))
+        is_plain = frozenset(self.header.plain).__contains__
+        # scratch = pad | aad | segment | tag, the segment 64-byte aligned: a plain segment's
+        # tag is the AEAD over no plaintext with AAD = aad | segment; an encrypted one
+        # decrypts segment | tag.
+        a = -(-len(aad) // 64) * 64
+        scratch = memoryview(bytearray(a + self.header.segment_size + C.TAG_SIZE))
+        scratch[a - len(aad) : a] = aad
+        with_aad = a - len(aad)
         sink = memoryview(bytearray(self.header.segment_size))
         for job in jobs:
             seg = job.segment
             n = seg.length
-            if os.preadv(fd, [scratch[:n]], base + seg.start) != n:
+            if os.preadv(fd, [scratch[a : a + n]], base + seg.start) != n:
                 raise TruncatedError(f"file ends inside segment {seg.tag_index}")
             t = seg.tag_index * C.TAG_SIZE
-            scratch[n : n + C.TAG_SIZE] = tags[t : t + C.TAG_SIZE]
+            out = sink[:n] if job.dest is None else job.dest
             try:
-                aead.decrypt_into(seg.nonce, scratch[: n + C.TAG_SIZE], aad, sink[:n] if job.dest is None else job.dest)
+                if is_plain(seg.tensor):
+                    self._plain_mac.decrypt(seg.nonce, tags[t : t + C.TAG_SIZE], scratch[with_aad : a + n])
+                    out[:] = scratch[a : a + n]  # the bytes just verified: a private snapshot
+                else:
+                    scratch[a + n : a + n + C.TAG_SIZE] = tags[t : t + C.TAG_SIZE]
+                    aead.decrypt_into(seg.nonce, scratch[a : a + n + C.TAG_SIZE], aad, out)
             except InvalidTag:
                 raise SegmentAuthenticationError(self._describe(seg)) from None
             if sink_to is not None and job.dest is None and os.pwrite(sink_to[0], sink[:n], sink_to[1] + seg.start) != n:

@@ -121,10 +121,13 @@ def save_file(
     version: str | None = None,
     threads: int | None = None,
     sign_with: Sequence[SigningKey | str | os.PathLike[str]] = (),
+    encrypt_only: Sequence[str] = (),
+    plain: Sequence[str] = (),
 ) -> None:
     """Seal torch tensors to ``filename``. Raises like :func:`tensorseal.numpy.save_file`."""
     options = SealOptions(
         cipher=cipher, public_index=public_index, identity=_tensors.identity_from(name, version),
+        encrypt_only=tuple(encrypt_only), plain=tuple(plain),
         **({"segment_size": segment_size} if segment_size else {}),
     )  # fmt: skip
     _tensors.save(_Torch(), tensors, filename, recipients, metadata, options, threads, sign_with)

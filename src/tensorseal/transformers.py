@@ -30,6 +30,8 @@ def from_pretrained(
 ) -> Any:
     """``model_class.from_pretrained(path, **kwargs)`` (default ``AutoModel``) reading the
     sealed shards of ``path``. ``signers`` and ``expect_*`` checks apply to every shard.
+    A plain (unsealed) shard is refused unless ``require_encrypted=False`` is passed, so a
+    shard cannot be swapped for a plain file.
 
     Raises the tensorseal errors of the shards (wrong key, tampering, wrong model) and
     whatever transformers raises.
@@ -41,6 +43,7 @@ def from_pretrained(
     if not os.path.isdir(path):
         raise UsageError(f"{os.fspath(path)} is not a model directory")
     expect = {k: kwargs.pop(k) for k in CHECK_KEYWORDS if k in kwargs}
+    expect.setdefault("require_encrypted", True)
     cls = model_class or transformers.AutoModel
     with sealed_safetensors(identities, signers=signers, also_patch=("transformers",), **expect):
         return cls.from_pretrained(os.fspath(path), **kwargs)

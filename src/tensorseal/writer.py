@@ -9,7 +9,7 @@ only when every segment and the tag table are written.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from . import _parallel
@@ -20,7 +20,7 @@ from .format.header import Header, ModelIdentity, Stanza, encode_header, encode_
 from .format.keys import INDEX_NONCE, FileKeys, associated_data, make_aead
 from .format.segments import Segment, plan_runs, run_segments
 from .format.signatures import UnitHasher, encode_block, file_digest, fill_missing_units, unit_count
-from .recipients import Recipient, to_recipients
+from .recipients import KeyContext, Recipient, to_recipients
 from .signing import SigningKey
 
 # (segment, scratch of segment_size bytes) -> the segment's plaintext (scratch or a view)
@@ -36,8 +36,15 @@ class SealOptions:
     segment_size: int = C.DEFAULT_SEGMENT_SIZE
     public_index: bool = False
     identity: ModelIdentity = ModelIdentity()
+    encrypt_only: tuple[str, ...] = ()  # selective encryption: globs on tensor names
+    plain: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for field_name in ("encrypt_only", "plain"):
+            patterns = getattr(self, field_name)
+            if isinstance(patterns, str) or not all(isinstance(p, str) and p for p in patterns):
+                raise UsageError(f"{field_name} must be a sequence of non-empty glob patterns")
+            object.__setattr__(self, field_name, tuple(patterns))
         if self.cipher not in C.CIPHERS:
             raise UsageError(f"unknown cipher {self.cipher!r} (choose {' or '.join(C.CIPHERS)})")
         s = self.segment_size
@@ -51,7 +58,7 @@ def _align(n: int, to: int) -> int:
 
 def _layout(
     options: SealOptions, mode: str, salt: bytes, commitment: bytes, stanzas: Sequence[Stanza],
-    index_length: int, data_length: int, segment_count: int,
+    index_length: int, data_length: int, segment_count: int, plain: tuple[int, ...],
 ) -> tuple[Header, bytes]:  # fmt: skip
     """The header with its own offsets filled in (they depend on its encoded length)."""
     tags_offset = data_offset = 0
@@ -61,7 +68,7 @@ def _layout(
             segment_size=options.segment_size, recipients=tuple(stanzas),
             index_length=index_length, index_encrypted=mode == "tensors" and not options.public_index,
             data_length=data_length, segment_count=segment_count,
-            tags_offset=tags_offset, data_offset=data_offset, identity=options.identity,
+            tags_offset=tags_offset, data_offset=data_offset, identity=options.identity, plain=plain,
         )  # fmt: skip
         raw = encode_header(header)
         want_tags = C.PREFIX_SIZE + len(raw) + index_length + C.MAC_SIZE
@@ -71,6 +78,23 @@ def _layout(
                 raise UsageError(f"header of {len(raw)} bytes is over the {C.MAX_HEADER_SIZE} byte limit")
             return header, raw
         tags_offset, data_offset = want_tags, want_data
+
+
+def _check_plain(mode: str, lengths: Sequence[int], plain: Collection[int]) -> tuple[int, ...]:
+    """The plain tensor numbers, sorted. Raises UsageError if a number is out of range or
+    names an empty tensor, or if no byte of the data would be encrypted."""
+    runs = tuple(sorted(set(plain)))
+    if not runs:
+        return ()
+    if mode != "tensors":
+        raise UsageError("only tensors-mode files can leave tensors unencrypted")
+    if runs[0] < 0 or runs[-1] >= len(lengths):
+        raise UsageError("a plain tensor number is out of range")
+    if any(lengths[t] == 0 for t in runs):
+        raise UsageError("an empty tensor cannot be marked plain (it has nothing to store)")
+    if sum(lengths) == sum(lengths[t] for t in runs):
+        raise UsageError("every tensor would be stored unencrypted: encrypt at least one")
+    return runs
 
 
 def write_sealed(
@@ -86,13 +110,16 @@ def write_sealed(
     progress: Progress | None = None,
     durable: bool = False,
     signers: Sequence[SigningKey] = (),
+    plain: Collection[int] = (),
     _file_key: bytes | None = None,
     _salt: bytes | None = None,
     _stanzas: Sequence[Stanza] | None = None,
 ) -> Header:
     """Seal runs of ``lengths`` bytes (tensors in data order, or one blob) to ``path``.
 
-    ``index`` is the safetensors header of a tensors-mode file. ``signers`` sign the
+    ``index`` is the safetensors header of a tensors-mode file. ``plain`` names tensors
+    (numbers in data order) stored unencrypted, authenticated by a tag all the same;
+    at least one non-empty tensor must stay encrypted. ``signers`` sign the
     finished file; the digest is computed while the ciphertext is written. The ``_file_key``,
     ``_salt`` and ``_stanzas`` parameters exist for deterministic test vectors only.
     Raises UsageError, InvalidKeyError, OSError; the target is untouched on error.
@@ -101,10 +128,11 @@ def write_sealed(
         raise UsageError("a tensors-mode file needs an index")
     if mode == "blob" and (index or len(lengths) != 1):
         raise UsageError("a blob file is one run with no index")
+    plain_runs = _check_plain(mode, lengths, plain)
     file_key = os.urandom(C.KEY_SIZE) if _file_key is None else _file_key
     salt = os.urandom(C.SALT_SIZE) if _salt is None else _salt
     if _stanzas is None:
-        stanzas = [s for r in to_recipients(recipients) for s in r.wrap(file_key)]
+        stanzas = [s for r in to_recipients(recipients) for s in r.wrap(file_key, KeyContext(options.identity))]
     else:
         stanzas = list(_stanzas)
     if len(stanzas) > C.MAX_STANZAS:
@@ -116,7 +144,7 @@ def write_sealed(
     if index_length > C.MAX_INDEX_SIZE:
         raise UsageError(f"tensor index of {len(index)} bytes is over the format's limit")
     header, header_raw = _layout(
-        options, mode, salt, keys.commitment, stanzas, index_length, data_length, segment_count
+        options, mode, salt, keys.commitment, stanzas, index_length, data_length, segment_count, plain_runs
     )
     aad = associated_data(header)
     index_section = index
@@ -129,6 +157,8 @@ def write_sealed(
     segments = [s for t, run in enumerate(runs) for s in run_segments(t, run, options.segment_size)]
     tags = bytearray(segment_count * C.TAG_SIZE)
     aead = make_aead(options.cipher, keys.data_key)
+    is_plain = frozenset(plain_runs).__contains__
+    mac = make_aead(options.cipher, keys.plain_key)
     units: list[bytes | None] = [None] * unit_count(data_length, options.segment_size) if signers else []
 
     with atomic_output(path, durable=durable) as fd:
@@ -138,6 +168,10 @@ def write_sealed(
         def work(chunk: Sequence[Segment]) -> None:
             scratch = memoryview(bytearray(options.segment_size))
             out = memoryview(bytearray(options.segment_size + C.TAG_SIZE))
+            # a plain segment's tag is the AEAD over no plaintext with AAD = aad | segment
+            mac_input = memoryview(bytearray(len(aad) + options.segment_size)) if plain_runs else None
+            if mac_input is not None:
+                mac_input[: len(aad)] = aad
             lo, hi = chunk[0].start, chunk[-1].start + chunk[-1].length
             hasher = UnitHasher(units, options.segment_size, data_length, lo, hi) if signers else None
             for seg in chunk:
@@ -145,13 +179,19 @@ def write_sealed(
                 plain = source(seg, scratch[:n])
                 if plain.nbytes != n:
                     raise FormatError(f"source gave {plain.nbytes} bytes for a {n}-byte segment")
-                aead.encrypt_into(seg.nonce, plain, aad, out[: n + C.TAG_SIZE])
-                if os.pwrite(fd, out[:n], header.data_offset + seg.start) != n:
-                    raise OSError("short write")
                 t = seg.tag_index * C.TAG_SIZE
-                tags[t : t + C.TAG_SIZE] = out[n : n + C.TAG_SIZE]
+                if mac_input is not None and is_plain(seg.tensor):
+                    mac_input[len(aad) : len(aad) + n] = plain
+                    stored = mac_input[len(aad) : len(aad) + n]
+                    tags[t : t + C.TAG_SIZE] = mac.encrypt(seg.nonce, b"", mac_input[: len(aad) + n])
+                else:
+                    aead.encrypt_into(seg.nonce, plain, aad, out[: n + C.TAG_SIZE])
+                    stored = out[:n]
+                    tags[t : t + C.TAG_SIZE] = out[n : n + C.TAG_SIZE]
+                if os.pwrite(fd, stored, header.data_offset + seg.start) != n:
+                    raise OSError("short write")
                 if hasher is not None:
-                    hasher.feed(seg.start, out[:n])
+                    hasher.feed(seg.start, stored)
                 if progress is not None:
                     progress(n)
 

@@ -31,5 +31,6 @@ MAX_STANZA_BODY_SIZE = 16 << 10
 MAX_STANZA_TYPE_SIZE = 64
 MAX_GAP = 16 << 20  # zero bytes allowed between sections
 MAX_SEGMENTS_PER_TENSOR = 1 << 32
+MAX_TENSOR_NUMBER = (1 << 32) - 1  # the nonce holds it in 32 bits
 MAX_IDENTITY_FIELD = 256
 MAX_DATA_LENGTH = 1 << 53

@@ -80,6 +80,7 @@ class Header:
     data_offset: int
     identity: ModelIdentity = field(default_factory=ModelIdentity)
     features: tuple[str, ...] = ()
+    plain: tuple[int, ...] = ()  # tensors stored unencrypted but authenticated (data order)
 
     # ---- derived layout -----------------------------------------------------------
     def index_offset(self, header_len: int) -> int:
@@ -112,6 +113,7 @@ class Header:
                 "segments": self.segment_count,
                 "tags_offset": self.tags_offset,
                 "data_offset": self.data_offset,
+                **({"plain": list(self.plain)} if self.plain else {}),
             },
         }
 
@@ -252,6 +254,16 @@ def _parse_identity(obj: Any) -> ModelIdentity:
     return ModelIdentity(**vals)
 
 
+def _parse_plain(obj: Any) -> tuple[int, ...]:
+    """``data.plain``: a non-empty, strictly increasing list of tensor numbers."""
+    if not isinstance(obj, list) or not obj:
+        raise HeaderSyntaxError("data plain must be a non-empty list")
+    numbers = tuple(expect_int(v, "plain tensor number", 0, C.MAX_TENSOR_NUMBER) for v in obj)
+    if any(a >= b for a, b in zip(numbers, numbers[1:])):
+        raise HeaderSyntaxError("data plain must be strictly increasing")
+    return numbers
+
+
 def parse_header(raw: bytes) -> Header:
     """Parse the JSON header strictly. Raises HeaderSyntaxError / LimitExceededError."""
     obj = expect_keys(
@@ -283,7 +295,7 @@ def parse_header(raw: bytes) -> Header:
     index_length = expect_int(index["length"], "index length", 0, C.MAX_INDEX_SIZE)
     if not isinstance(index["encrypted"], bool):
         raise HeaderSyntaxError("index encrypted must be true or false")
-    data = expect_keys(obj["data"], {"length", "segments", "tags_offset", "data_offset"}, "data")
+    data = expect_keys(obj["data"], {"length", "segments", "tags_offset", "data_offset"}, "data", frozenset({"plain"}))
     header = Header(
         cipher=cipher,
         mode=mode,
@@ -298,6 +310,7 @@ def parse_header(raw: bytes) -> Header:
         tags_offset=expect_int(data["tags_offset"], "tags_offset", 0, C.MAX_DATA_LENGTH),
         data_offset=expect_int(data["data_offset"], "data_offset", 0, C.MAX_DATA_LENGTH),
         identity=_parse_identity(obj["identity"]),
+        plain=_parse_plain(data["plain"]) if "plain" in data else (),
     )
     check_layout(header, len(raw))
     return header
@@ -314,6 +327,10 @@ def check_layout(h: Header, header_len: int) -> None:
         raise LayoutError("a tensors file needs an index")
     elif h.index_encrypted and h.index_length <= C.TAG_SIZE:
         raise LayoutError("encrypted index is shorter than its tag")
+    if h.plain and h.mode == "blob":
+        raise LayoutError("a blob file cannot have plain tensors")
+    if len(h.plain) >= max(h.segment_count, 1):
+        raise LayoutError("more plain tensors than the file's segments allow: at least one segment must be encrypted")
     if h.segment_count > h.data_length:
         raise LayoutError("more segments than data bytes")
     if h.data_length and h.segment_count < -(-h.data_length // h.segment_size):

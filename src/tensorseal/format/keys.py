@@ -42,6 +42,7 @@ class FileKeys:
     mac_key: bytes
     index_key: bytes
     data_key: bytes
+    plain_key: bytes  # authenticates tensors stored in clear (GMAC / Poly1305 over AAD)
 
     @classmethod
     def derive(cls, file_key: bytes, salt: bytes) -> FileKeys:
@@ -50,6 +51,7 @@ class FileKeys:
             mac_key=hkdf(file_key, salt, "header-mac"),
             index_key=hkdf(file_key, salt, "index"),
             data_key=hkdf(file_key, salt, "data"),
+            plain_key=hkdf(file_key, salt, "plain"),
         )
 
     def check_commitment(self, header: Header) -> None:
