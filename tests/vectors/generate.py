@@ -199,6 +199,25 @@ VECTORS: list[dict[str, Any]] = [
         "identities": [x25519_identity_obj("alice"), x25519_identity_obj("bob"), symmetric_identity_obj("carol")],
     },
     {
+        "name": "tensors-selective-plain",
+        "description": "selective encryption: tensors 1 ('norm', 12 bytes) and 3 ('table', 5000 bytes in two "
+        "4 KiB segments) are stored in clear (data.plain = [1, 3]) with tags under plain_key (FORMAT.md 10.5); "
+        "tensors 0 and 2 are encrypted; public index, AES-256-GCM, one symmetric recipient",
+        "mode": "tensors", "cipher": "aes-256-gcm", "segment_size": 4096, "public_index": True,
+        "model_identity": {"name": "selective", "version": "1"},
+        "plain": [1, 3],
+        "plaintext": lambda: safetensors_file(
+            [
+                ("embed", "F32", [2, 3], f32(np.arange(6) - 2.5)),
+                ("norm", "F32", [3], f32([1.0, 1.0, 0.5])),
+                ("secret", "F32", [4], f32([0.25, -8.0, 3.0, 1e-3])),
+                ("table", "U8", [5000], det_stream("v8 table", 5000)),
+            ]
+        ),
+        "recipients": [{"type": "symmetric", "key": "carol", "salt": "v8 symmetric salt"}],
+        "identities": [symmetric_identity_obj("carol")],
+    },
+    {
         "name": "blob-chacha20poly1305-x25519",
         "description": "blob mode (not a safetensors file), ChaCha20-Poly1305, 4 KiB segments, a 4196-byte "
         "blob in two segments (4096, 100), one X25519 recipient",
@@ -293,6 +312,7 @@ def seal_with_package(inputs: dict[str, Any], stanzas: list[Stanza], path: Path)
         options=SealOptions(cipher=inputs["cipher"], segment_size=inputs["segment_size"],
                             public_index=inputs["public_index"], identity=ModelIdentity(**inputs["model_identity"])),
         _file_key=bytes.fromhex(inputs["file_key_hex"]), _salt=bytes.fromhex(inputs["salt_hex"]), _stanzas=stanzas,
+        plain=inputs.get("plain", ()),
     )  # fmt: skip
     return path.read_bytes()
 
@@ -320,6 +340,7 @@ def build_vector(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
         "salt_hex": salt.hex(),
         "recipients": list(recipients),
         "plaintext_hex": plaintext.hex(),
+        **({"plain": spec["plain"]} if "plain" in spec else {}),
     }
     sealed = seal_with_package(inputs, list(stanzas), tmp / f"{name}.sealed")
 
@@ -335,7 +356,7 @@ def build_vector(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
     header_json = sealed[16 : 16 + hl].decode("ascii")
     # the intermediates, cross-checked with the package
     pk = K.FileKeys.derive(file_key, salt)
-    assert (pk.commitment, pk.mac_key, pk.index_key, pk.data_key) == tuple(opened.keys.values())
+    assert (pk.commitment, pk.mac_key, pk.index_key, pk.data_key, pk.plain_key) == tuple(opened.keys.values())
     pheader = parse_header(sealed[16 : 16 + hl])
     assert K.associated_data(pheader) == opened.aad
     assert K.identity_digest(pheader.identity) == S.identity_digest(h.identity)
@@ -375,7 +396,7 @@ def build_vector(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
     expected["segments"] = [
         {
             "tensor": s.tensor, "segment": s.index, "last": s.last, "offset": s.start, "length": s.length,
-            "tag_index": s.tag_index, "nonce_hex": s.nonce.hex(), "tag_hex": tag.hex(),
+            "tag_index": s.tag_index, "nonce_hex": s.nonce.hex(), "tag_hex": tag.hex(), "plain": s.tensor in h.plain,
         }
         for s, tag in zip(opened.segments, opened.tags)
     ]  # fmt: skip
@@ -538,6 +559,29 @@ def negative_cases(vectors: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     # --- on blob-empty-symmetric ---
     case("blob-empty-symmetric", "empty-blob-trailing-byte", "one byte appended to an empty blob",
          "TrailingDataError", [{"op": "append", "hex": "00"}])  # fmt: skip
+    # --- on tensors-selective-plain (FORMAT.md 10.5) ---
+    v = vectors["tensors-selective-plain"]
+    sealed, lay = bytes.fromhex(v["expected"]["sealed_hex"]), v["expected"]["layout"]
+    b, hdr_end = "tensors-selective-plain", 16 + lay["header_length"]
+    segs = v["expected"]["segments"]
+    table = [s for s in segs if s["tensor"] == 3]
+    assert [s["plain"] for s in segs] == [False, True, False, True, True]
+    plain_off = _find(sealed, b'"plain":[1,3]', 16, hdr_end)
+    case(b, "plain-tensor-byte-flipped", "one byte of the second plain segment of 'table' flipped", "SegmentAuthenticationError",
+         [flip(lay["data_offset"] + table[1]["offset"] + 7)])  # fmt: skip
+    case(b, "plain-tensor-first-byte-flipped", "first byte of the plain tensor 'norm' flipped", "SegmentAuthenticationError",
+         [flip(lay["data_offset"] + segs[1]["offset"])])  # fmt: skip
+    case(b, "plain-tags-swapped", "the tags of the two plain segments of 'table' swapped", "SegmentAuthenticationError",
+         [swap(lay["tags_offset"] + 16 * table[0]["tag_index"], lay["tags_offset"] + 16 * table[1]["tag_index"], 16)])  # fmt: skip
+    case(b, "plain-list-changed", "data.plain [1,3] changed to [1,2]: the encrypted tensor 2 claimed plain",
+         "HeaderAuthenticationError", [put(plain_off, b'"plain":[1,2]')])  # fmt: skip
+    case(b, "plain-list-not-increasing", "data.plain [1,3] changed to [3,1]", "HeaderSyntaxError",
+         [put(plain_off, b'"plain":[3,1]')])  # fmt: skip
+    case(b, "plain-list-empty", "data.plain [1,3] changed to [   ] (empty)", "HeaderSyntaxError",
+         [put(plain_off, b'"plain":[   ]')])  # fmt: skip
+    case(b, "plain-list-not-integers", 'data.plain [1,3] changed to ["1"]', "HeaderSyntaxError",
+         [put(plain_off, b'"plain":["1"]')])  # fmt: skip
+
     return cases
 
 

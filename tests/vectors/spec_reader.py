@@ -84,6 +84,7 @@ def subkeys(file_key: bytes, salt: bytes) -> dict[str, bytes]:
         "mac_key": hkdf(file_key, salt, "header-mac"),
         "index_key": hkdf(file_key, salt, "index"),
         "data_key": hkdf(file_key, salt, "data"),
+        "plain_key": hkdf(file_key, salt, "plain"),
     }
 
 
@@ -341,6 +342,7 @@ class Header:
     tags_offset: int
     data_offset: int
     identity: dict[str, str] = field(default_factory=dict)
+    plain: list[int] = field(default_factory=list)
 
 
 def parse_header(raw: bytes) -> Header:
@@ -378,7 +380,7 @@ def parse_header(raw: bytes) -> Header:
     index_length = _int(index["length"], 0, MAX_INDEX_SIZE)
     if not isinstance(index["encrypted"], bool):
         raise SpecError("HeaderSyntaxError", "index.encrypted must be a boolean")
-    data = _keys(obj["data"], {"length", "segments", "tags_offset", "data_offset"})
+    data = _keys(obj["data"], {"length", "segments", "tags_offset", "data_offset"}, {"plain"})
     salt = _b64_field(obj["salt"], 32)
     commitment = _b64_field(obj["commitment"], 32)
     nums = [_int(data[k], 0, MAX_DATA_LENGTH) for k in ("length", "segments", "tags_offset", "data_offset")]
@@ -386,8 +388,15 @@ def parse_header(raw: bytes) -> Header:
     for v in ident.values():
         if not _str(v, MAX_IDENTITY_FIELD):
             raise SpecError("HeaderSyntaxError", "identity fields must not be empty")
+    plain: list[int] = []
+    if "plain" in data:
+        if not isinstance(data["plain"], list) or not data["plain"]:
+            raise SpecError("HeaderSyntaxError", "data.plain must be a non-empty array")
+        plain = [_int(v, 0, 2**32 - 1) for v in data["plain"]]
+        if any(a >= b for a, b in zip(plain, plain[1:])):
+            raise SpecError("HeaderSyntaxError", "data.plain must be strictly increasing")
     h = Header(obj["cipher"], obj["mode"], salt, commitment, seg, stanzas, index_length, index["encrypted"],
-               *nums, identity=dict(ident))  # fmt: skip
+               *nums, identity=dict(ident), plain=plain)  # fmt: skip
     _check_layout(h, len(raw))
     return h
 
@@ -420,6 +429,8 @@ def _check_layout(h: Header, header_len: int) -> None:
         raise SpecError("LayoutError", "data overlaps tags")
     if h.data_offset - tags_end > MAX_GAP:
         raise SpecError("LimitExceededError", "gap before data")
+    if h.plain and (h.mode != "tensors" or len(h.plain) >= h.segment_count):
+        raise SpecError("LayoutError", "data.plain in a blob, or nothing left encrypted")
 
 
 # ---- safetensors index -------------------------------------------------------------------
@@ -587,8 +598,14 @@ def open_sealed(data: bytes, identities: list[dict[str, Any]]) -> Opened:
     segments = plan_segments(lengths, h.segment_size)
     if sum(lengths) != h.data_length or len(segments) != h.segment_count:
         raise SpecError("LayoutError", "index disagrees with the header")
+    if h.plain:  # 10.5
+        if h.plain[-1] >= len(lengths) or any(lengths[t] == 0 for t in h.plain):
+            raise SpecError("LayoutError", "data.plain names no tensor or an empty one")
+        if sum(lengths[t] for t in h.plain) == h.data_length:
+            raise SpecError("LayoutError", "nothing is encrypted")
     # 10: segments
     box = aead(h.cipher, keys["data_key"])
+    plain_box = aead(h.cipher, keys["plain_key"])
     out = bytearray(h.data_length)
     tags = []
     for s in segments:
@@ -596,7 +613,11 @@ def open_sealed(data: bytes, identities: list[dict[str, Any]]) -> Opened:
         tag = data[h.tags_offset + TAG_SIZE * s.tag_index : h.tags_offset + TAG_SIZE * (s.tag_index + 1)]
         tags.append(tag)
         try:
-            out[s.start : s.start + s.length] = box.decrypt(s.nonce, ct + tag, aad)
+            if s.tensor in h.plain:
+                plain_box.decrypt(s.nonce, tag, aad + ct)  # returns b"" when the tag is right
+                out[s.start : s.start + s.length] = ct
+            else:
+                out[s.start : s.start + s.length] = box.decrypt(s.nonce, ct + tag, aad)
         except InvalidTag:
             raise SpecError("SegmentAuthenticationError", f"segment {s.index} of tensor {s.tensor}") from None
     return Opened(index_plain + bytes(out), h, header_len, keys, aad, mac, index_plain, tensors, segments, tags)

@@ -327,10 +327,6 @@ def check_layout(h: Header, header_len: int) -> None:
         raise LayoutError("a tensors file needs an index")
     elif h.index_encrypted and h.index_length <= C.TAG_SIZE:
         raise LayoutError("encrypted index is shorter than its tag")
-    if h.plain and h.mode == "blob":
-        raise LayoutError("a blob file cannot have plain tensors")
-    if len(h.plain) >= max(h.segment_count, 1):
-        raise LayoutError("more plain tensors than the file's segments allow: at least one segment must be encrypted")
     if h.segment_count > h.data_length:
         raise LayoutError("more segments than data bytes")
     if h.data_length and h.segment_count < -(-h.data_length // h.segment_size):
@@ -345,3 +341,7 @@ def check_layout(h: Header, header_len: int) -> None:
         raise LayoutError("data region overlaps the tag table")
     if h.data_offset - tags_end > C.MAX_GAP:
         raise LimitExceededError("gap before the data region is too large")
+    if h.plain and h.mode == "blob":
+        raise LayoutError("a blob file cannot have plain tensors")
+    if h.plain and len(h.plain) >= h.segment_count:
+        raise LayoutError("more plain tensors than the file's segments allow: at least one segment must be encrypted")
