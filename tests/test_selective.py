@@ -3,6 +3,8 @@ that would leave a file (or a shard) with nothing encrypted is an error."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from safetensors.numpy import save_file as st_save
@@ -219,6 +221,10 @@ def test_cli_selective_round_trip_and_errors(tmp_path, capsys):
     assert main(["decrypt", str(out), "-o", str(back), "--key-file", str(tmp_path / "key"), "-q"]) == 0
     assert back.read_bytes() == src.read_bytes()
     capsys.readouterr()
+    assert main(["inspect", str(out), "--json", "--key-file", str(tmp_path / "key")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["plain_tensors"] == 1
+    assert {t["name"] for t in info["tensors"] if not t["encrypted"]} == {"embed.weight"}
     code = main(["encrypt", str(src), "-o", str(tmp_path / "x.tseal"), "--key-file", str(tmp_path / "key"), "--encrypt-only", "zzz"])
     assert code == 2 and "matches no tensor" in capsys.readouterr().err
     assert not (tmp_path / "x.tseal").exists()

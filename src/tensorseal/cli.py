@@ -397,6 +397,7 @@ def inspect(input: str, identity_files: tuple[str, ...], key_files: tuple[str, .
             "file_size": h.file_size,
             "data_length": h.data_length,
             "segments": h.segment_count,
+            "plain_tensors": len(h.plain),
             "index": "encrypted" if h.index_encrypted else ("public" if h.mode == "tensors" else "none"),
             "signed_by": [str(VerifyingKey(s.key)) for s in sealed.signatures],
             "authenticated": False,
@@ -410,7 +411,11 @@ def inspect(input: str, identity_files: tuple[str, ...], key_files: tuple[str, .
             index = sealed.public_index()
         if index is not None:
             info["metadata"] = index.metadata
-            info["tensors"] = [{"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "bytes": e.nbytes} for e in index.entries]
+            plain = set(h.plain)
+            info["tensors"] = [
+                {"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "bytes": e.nbytes, "encrypted": i not in plain}
+                for i, e in enumerate(index.entries)
+            ]
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -422,7 +427,7 @@ def _print_inspect(info: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    for key in ("file", "format_version", "mode", "cipher", "segment_size", "file_size", "data_length", "segments", "index"):
+    for key in ("file", "format_version", "mode", "cipher", "segment_size", "file_size", "data_length", "segments", "index", "plain_tensors"):
         console.print(f"[bold]{key}[/bold]: {info[key]}")
     console.print(f"[bold]recipients[/bold]: {', '.join(info['recipients'])}")
     if info["signed_by"]:
@@ -432,10 +437,10 @@ def _print_inspect(info: dict[str, Any]) -> None:
     if "tensors" in info:
         note = "authenticated" if info["authenticated"] else "public, not authenticated without a key"
         table = Table(title=f"{len(info['tensors'])} tensors ({note})")
-        for col in ("name", "dtype", "shape", "bytes"):
+        for col in ("name", "dtype", "shape", "bytes", "stored"):
             table.add_column(col)
         for t in info["tensors"]:
-            table.add_row(t["name"], t["dtype"], str(t["shape"]), str(t["bytes"]))
+            table.add_row(t["name"], t["dtype"], str(t["shape"]), str(t["bytes"]), "encrypted" if t["encrypted"] else "plain")
         console.print(table)
         if info.get("metadata"):
             console.print(f"[bold]metadata[/bold]: {info['metadata']}")
