@@ -86,6 +86,12 @@ class WorkFactorError(KeyMaterialError):
     """A passphrase stanza asks for more scrypt work than this reader allows."""
 
 
+class KeyServiceError(KeyMaterialError):
+    """A key service (KMS, Vault, OS key store) refused the request or could not be reached."""
+
+    hint = "check the key service's address and credentials in the environment, or pass another identity"
+
+
 # --- tampering ---------------------------------------------------------------------
 class AuthenticationError(TensorSealError):
     """A MAC or AEAD tag did not verify: the file was modified or corrupted."""
@@ -131,6 +137,7 @@ __all__ = [
     "InvalidKeyError",
     "KeyCommitmentError",
     "KeyMaterialError",
+    "KeyServiceError",
     "LayoutError",
     "LimitExceededError",
     "ManifestError",

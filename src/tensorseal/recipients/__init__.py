@@ -6,20 +6,35 @@ import os
 from collections.abc import Iterable, Sequence
 
 from ..errors import InvalidKeyError, UsageError
-from .base import Identity, Recipient, Stanza
+from . import aws_kms, azure_kv, gcp_kms, keystore, vault_transit
+from ._service import sdk_available
+from .aws_kms import AwsKmsKey
+from .azure_kv import AzureKeyVaultKey
+from .base import Identity, KeyContext, Recipient, Stanza
+from .gcp_kms import GcpKmsKey
+from .keystore import KeyringKey, create_keyring_kek
 from .scrypt import Passphrase
 from .symmetric import KEY_PREFIX as SYMMETRIC_PREFIX
 from .symmetric import SymmetricKey
+from .vault_transit import VaultTransitKey
 from .x25519 import IDENTITY_PREFIX, RECIPIENT_PREFIX, X25519Identity, X25519Recipient
 
 __all__ = [
+    "AwsKmsKey",
+    "AzureKeyVaultKey",
+    "GcpKmsKey",
     "Identity",
+    "KeyContext",
+    "KeyringKey",
     "Passphrase",
     "Recipient",
     "Stanza",
     "SymmetricKey",
+    "VaultTransitKey",
     "X25519Identity",
     "X25519Recipient",
+    "ambient_identities",
+    "create_keyring_kek",
     "load_identities",
     "load_recipients",
     "parse_identity",
@@ -29,12 +44,59 @@ __all__ = [
 ]
 
 
+# key-service recipient strings (docs/KEYS.md): prefix -> parser
+_SERVICE_RECIPIENTS = {
+    aws_kms.RECIPIENT_PREFIX: AwsKmsKey.parse,
+    vault_transit.RECIPIENT_PREFIX: VaultTransitKey.parse,
+    gcp_kms.RECIPIENT_PREFIX: GcpKmsKey.parse,
+    azure_kv.RECIPIENT_PREFIX: AzureKeyVaultKey.parse,
+    keystore.RECIPIENT_PREFIX: KeyringKey.parse,
+}
+_SERVICE_KEYS = (AwsKmsKey, VaultTransitKey, GcpKmsKey, AzureKeyVaultKey, KeyringKey)
+# stanza type -> (SDK module, identities for the keys the stanzas name)
+_AMBIENT = {
+    aws_kms.STANZA_TYPE: ("boto3", aws_kms.ambient),
+    vault_transit.STANZA_TYPE: ("hvac", vault_transit.ambient),
+    gcp_kms.STANZA_TYPE: ("google.cloud.kms", gcp_kms.ambient),
+    azure_kv.STANZA_TYPE: ("azure.keyvault.keys", azure_kv.ambient),
+    keystore.STANZA_TYPE: ("keyring", keystore.ambient),
+}
+
+
 def parse_recipient(text: str) -> Recipient:
-    """A recipient string (``tseal1...``) as a Recipient. Raises InvalidKeyError."""
+    """A recipient string as a Recipient: ``tseal1...`` (X25519), ``awskms:``, ``vault:``,
+    ``gcpkms:``, ``azurekv:``, ``keyring:`` (docs/KEYS.md). Raises InvalidKeyError."""
     text = text.strip()
     if text.lower().startswith(RECIPIENT_PREFIX):
         return X25519Recipient.parse(text)
-    raise InvalidKeyError(f"unknown recipient {text[:24]!r}", hint="X25519 recipients start with 'tseal1'")
+    for prefix, parse in _SERVICE_RECIPIENTS.items():
+        if text.lower().startswith(prefix):
+            return parse(text)
+    raise InvalidKeyError(
+        f"unknown recipient {text[:24]!r}",
+        hint="X25519 recipients start with 'tseal1'; key services: "
+        + ", ".join(f"{p}..." for p in _SERVICE_RECIPIENTS),
+    )
+
+
+def ambient_identities(stanzas: Sequence[Stanza], skip: Sequence[Identity] = ()) -> list[Identity]:
+    """Identities for the key-service keys that the file's stanzas name (AWS KMS, Vault /
+    OpenBao Transit, GCP KMS, Azure Key Vault, OS keyring), with credentials taken from
+    the environment when they are used. Nothing is contacted here. Keys equal (same type
+    and recipient string) to one in ``skip`` (the caller's explicit identities) are left out.
+
+    In stanza order, those whose SDK is installed first (a missing SDK raises UsageError
+    when its identity is used). Raises nothing.
+    """
+    given = {(type(i), str(i)) for i in skip if isinstance(i, _SERVICE_KEYS)}
+    ready: list[Identity] = []
+    missing_sdk: list[Identity] = []
+    for stanza_type in dict.fromkeys(s.type for s in stanzas):
+        if stanza_type in _AMBIENT:
+            module, make = _AMBIENT[stanza_type]
+            keys = [k for k in make(stanzas) if (type(k), str(k)) not in given]
+            (ready if sdk_available(module) else missing_sdk).extend(keys)
+    return ready + missing_sdk
 
 
 def parse_identity(text: str) -> Identity:

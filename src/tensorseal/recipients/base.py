@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import struct
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
@@ -18,27 +20,63 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from ..errors import FormatError, InvalidKeyError
 from ..format.constants import KEY_SIZE, NONCE_SIZE
-from ..format.header import Stanza
+from ..format.header import ModelIdentity, Stanza
 
-__all__ = ["Identity", "Recipient", "Stanza"]
+__all__ = ["Identity", "KeyContext", "Recipient", "Stanza"]
 
 WRAPPED_KEY_SIZE = KEY_SIZE + 16
+KEY_CONTEXT_LABEL = b"tensorseal/v1/key-context"
+
+
+@dataclass(frozen=True)
+class KeyContext:
+    """What a wrapped file key is bound to: the model identity in the file's header.
+
+    Key services send it as their encryption context / associated data (AWS KMS
+    ``EncryptionContext``, Transit and GCP ``associated_data``, the keyring type's AEAD
+    associated data), so a wrapped key cannot be replayed onto a file that claims another
+    model. Key types that have no such input (X25519, symmetric, scrypt) ignore it: the
+    header MAC already binds their stanzas to the file.
+    """
+
+    identity: ModelIdentity = field(default_factory=ModelIdentity)
+
+    def encryption_context(self) -> dict[str, str]:
+        """``{"tensorseal": "v1", "name": ..., "version": ..., "file": ...}``, absent members omitted."""
+        return {"tensorseal": "v1", **self.identity.to_json()}
+
+    def aad(self) -> bytes:
+        """Canonical bytes: ``"tensorseal/v1/key-context" ‖ field(name) ‖ field(version) ‖
+        field(file)`` with ``field(x) = u32be(len(UTF-8(x))) ‖ UTF-8(x)`` (absent: ``u32be(0)``)."""
+        out = [KEY_CONTEXT_LABEL]
+        for value in (self.identity.name, self.identity.version, self.identity.file):
+            raw = b"" if value is None else value.encode("utf-8")
+            out.append(struct.pack(">I", len(raw)) + raw)
+        return b"".join(out)
+
+
+NO_CONTEXT = KeyContext()
 
 
 @runtime_checkable
 class Recipient(Protocol):
-    def wrap(self, file_key: bytes) -> list[Stanza]:
-        """Return the stanzas that let the matching identity recover ``file_key``."""
+    def wrap(self, file_key: bytes, context: KeyContext = NO_CONTEXT) -> list[Stanza]:
+        """Return the stanzas that let the matching identity recover ``file_key``.
+
+        ``context`` is the file's model identity; key services bind it to the stanza.
+        """
         ...
 
 
 @runtime_checkable
 class Identity(Protocol):
-    def unwrap(self, stanzas: Sequence[Stanza]) -> bytes:
-        """Return the file key from one of ``stanzas``.
+    def unwrap(self, stanzas: Sequence[Stanza], context: KeyContext = NO_CONTEXT) -> bytes:
+        """Return the file key from one of ``stanzas`` (wrapped under ``context``).
 
         Raises IncorrectIdentityError if no stanza is for this identity, FormatError if a
-        stanza of this identity's type is malformed.
+        stanza of this identity's type is malformed, KeyServiceError if a key service
+        refused or could not be reached, HeaderAuthenticationError if a key service says
+        the stanza was not wrapped under ``context`` (the header was changed).
         """
         ...
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..errors import FormatError, IncorrectIdentityError, UsageError, WorkFactorError
 from ..format.header import Stanza, b64encode
-from .base import b64arg, open_key, seal_key
+from .base import NO_CONTEXT, KeyContext, b64arg, open_key, seal_key
 
 STANZA_TYPE = "scrypt"
 SALT_LABEL = b"tensorseal/v1/scrypt"
@@ -49,14 +49,15 @@ class Passphrase:
     def __repr__(self) -> str:
         return f"Passphrase(<secret>, work_factor={self.work_factor})"
 
-    def wrap(self, file_key: bytes) -> list[Stanza]:
+    def wrap(self, file_key: bytes, context: KeyContext = NO_CONTEXT) -> list[Stanza]:
+        """Wrap ``file_key``; ``context`` is not used by this key type."""
         return [self._wrap_with(file_key, os.urandom(SALT_SIZE))]
 
     def _wrap_with(self, file_key: bytes, salt: bytes) -> Stanza:
         wrap_key = _derive(self._passphrase, salt, self.work_factor)
         return Stanza(STANZA_TYPE, (b64encode(salt), str(self.work_factor)), seal_key(wrap_key, file_key))
 
-    def unwrap(self, stanzas: Sequence[Stanza]) -> bytes:
+    def unwrap(self, stanzas: Sequence[Stanza], context: KeyContext = NO_CONTEXT) -> bytes:
         for stanza in stanzas:
             if stanza.type != STANZA_TYPE:
                 continue

@@ -14,7 +14,7 @@ from ..errors import FormatError, IncorrectIdentityError, InvalidKeyError
 from ..format.constants import KEY_SIZE
 from ..format.header import Stanza, b64encode
 from ..format.keys import hkdf
-from .base import b64arg, decode_key_string, encode_key_string, open_key, seal_key
+from .base import NO_CONTEXT, KeyContext, b64arg, decode_key_string, encode_key_string, open_key, seal_key
 
 STANZA_TYPE = "symmetric"
 KEY_PREFIX = "TSEAL-SYMMETRIC-KEY-1"
@@ -63,14 +63,15 @@ class SymmetricKey:
     def __repr__(self) -> str:
         return "SymmetricKey(<secret>)"
 
-    def wrap(self, file_key: bytes) -> list[Stanza]:
+    def wrap(self, file_key: bytes, context: KeyContext = NO_CONTEXT) -> list[Stanza]:
+        """Wrap ``file_key``; ``context`` is not used by this key type."""
         return [self._wrap_with(file_key, os.urandom(SALT_SIZE))]
 
     def _wrap_with(self, file_key: bytes, salt: bytes) -> Stanza:
         """Deterministic entry point for test vectors."""
         return Stanza(STANZA_TYPE, (b64encode(salt),), seal_key(hkdf(self._key, salt, "symmetric"), file_key))
 
-    def unwrap(self, stanzas: Sequence[Stanza]) -> bytes:
+    def unwrap(self, stanzas: Sequence[Stanza], context: KeyContext = NO_CONTEXT) -> bytes:
         for stanza in stanzas:
             if stanza.type != STANZA_TYPE:
                 continue

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from ..errors import FormatError, IncorrectIdentityError
 from ..format.header import Stanza, b64encode
 from ..format.keys import hkdf
-from .base import b64arg, decode_key_string, encode_key_string, open_key, seal_key
+from .base import NO_CONTEXT, KeyContext, b64arg, decode_key_string, encode_key_string, open_key, seal_key
 
 STANZA_TYPE = "X25519"
 RECIPIENT_PREFIX = "tseal1"
@@ -49,7 +49,8 @@ class X25519Recipient:
     def __repr__(self) -> str:
         return f"X25519Recipient({str(self)!r})"
 
-    def wrap(self, file_key: bytes) -> list[Stanza]:
+    def wrap(self, file_key: bytes, context: KeyContext = NO_CONTEXT) -> list[Stanza]:
+        """Wrap ``file_key``; ``context`` is not used by this key type."""
         return [self._wrap_with(file_key, X25519PrivateKey.generate())]
 
     def _wrap_with(self, file_key: bytes, ephemeral: X25519PrivateKey) -> Stanza:
@@ -85,7 +86,7 @@ class X25519Identity:
     def recipient(self) -> X25519Recipient:
         return X25519Recipient(self._key.public_key())
 
-    def unwrap(self, stanzas: Sequence[Stanza]) -> bytes:
+    def unwrap(self, stanzas: Sequence[Stanza], context: KeyContext = NO_CONTEXT) -> bytes:
         own = _raw_public(self._key.public_key())
         for stanza in stanzas:
             if stanza.type != STANZA_TYPE:
