@@ -116,6 +116,7 @@ def seal(inputs: dict[str, Any], path: Path) -> bytes:
         _file_key=file_key,
         _salt=h(inputs["salt_hex"]),
         _stanzas=[package_stanza(r, file_key) for r in inputs["recipients"]],
+        plain=inputs.get("plain", ()),
     )
     return path.read_bytes()
 
@@ -163,18 +164,22 @@ def test_intermediate_values(path: Path) -> None:
     assert sealed[:8] == C.MAGIC == b"\x89TSEAL\r\n"
     assert struct.unpack("<HHI", sealed[8:16]) == (1, 0, lay["header_length"])
     assert parse_prefix(sealed[:16]) == lay["header_length"]
-    raw_header = sealed[16 : 16 + lay["header_length"]]
-    assert raw_header.decode("ascii") == exp["header_json"]
+    raw_header = sealed[16 : 16 + lay["header_length"]]  # head slot 0: JSON, then padding spaces
+    assert raw_header.decode("ascii") == exp["header_json"] + " " * lay["header_padding"]
+    assert lay["header_padding"] == C.HEADER_RESERVE
     header = parse_header(raw_header)
+    assert header.generation == 0
     assert header.salt == salt
     assert header.index_length == lay["index_length"]
     assert (header.tags_offset, header.data_offset) == (lay["tags_offset"], lay["data_offset"])
     assert (header.data_length, header.segment_count) == (lay["data_length"], lay["segment_count"])
     assert header.file_size == lay["file_size"] == len(sealed)
-    assert header.mac_offset(lay["header_length"]) == lay["mac_offset"]
+    assert lay["mac_offset"] == 16 + lay["header_length"] and lay["slot1_offset"] == lay["mac_offset"] + C.MAC_SIZE
+    assert header.index_offset(lay["header_length"]) == lay["index_offset"] == lay["slot1_offset"] + lay["header_length"] + 32
+    assert sealed[lay["slot1_offset"] : lay["index_offset"]] == bytes(lay["header_length"] + 32)  # slot 1 empty
     assert header.identity == ModelIdentity(**inp["model_identity"])
-    # the writer's layout rules: tags right after the MAC, data on a 4096-byte boundary
-    assert lay["tags_offset"] == lay["mac_offset"] + C.MAC_SIZE
+    # the writer's layout rules: tags right after the index, data on a 4096-byte boundary
+    assert lay["tags_offset"] == lay["index_offset"] + lay["index_length"]
     assert lay["data_offset"] % C.DATA_ALIGNMENT == 0
     assert lay["data_offset"] - (lay["tags_offset"] + 16 * lay["segment_count"]) < C.DATA_ALIGNMENT
 
@@ -184,17 +189,19 @@ def test_intermediate_values(path: Path) -> None:
     assert keys.mac_key.hex() == exp["subkeys"]["mac_key_hex"]
     assert keys.index_key.hex() == exp["subkeys"]["index_key_hex"]
     assert keys.data_key.hex() == exp["subkeys"]["data_key_hex"]
-    assert len({keys.commitment, keys.mac_key, keys.index_key, keys.data_key}) == 4
+    assert keys.plain_key.hex() == exp["subkeys"]["plain_key_hex"]
+    assert len({keys.commitment, keys.mac_key, keys.index_key, keys.data_key, keys.plain_key}) == 5
     assert K.hkdf(file_key, salt, "data").hex() == exp["subkeys"]["data_key_hex"]
     assert K.identity_digest(header.identity).hex() == exp["identity_digest_hex"]
     aad = K.associated_data(header)
     assert aad.hex() == exp["aad_hex"]
     assert len(aad) == 13 + 1 + 1 + 4 + 32 + 32
     mac_off = lay["mac_offset"]
-    assert keys.header_mac(sealed[:mac_off]).hex() == exp["header_mac_hex"] == sealed[mac_off : mac_off + 32].hex()
+    index_section = sealed[lay["index_offset"] : lay["index_offset"] + lay["index_length"]]
+    authenticated = sealed[:16] + raw_header + index_section  # prefix, header area, index (8.4)
+    assert keys.header_mac(authenticated).hex() == exp["header_mac_hex"] == sealed[mac_off : mac_off + 32].hex()
 
     # index
-    index_section = sealed[lay["index_offset"] : mac_off]
     plaintext = h(inp["plaintext_hex"])
     if inp["mode"] == "tensors":
         assert index_section.hex() == exp["index_section_hex"]
@@ -229,8 +236,14 @@ def test_intermediate_values(path: Path) -> None:
         assert h(e["nonce_hex"]) == struct.pack(">III", e["tensor"], e["segment"], int(e["last"]))
         tag = sealed[lay["tags_offset"] + 16 * s.tag_index : lay["tags_offset"] + 16 * (s.tag_index + 1)]
         assert tag.hex() == e["tag_hex"]
-        ct = sealed[lay["data_offset"] + s.start : lay["data_offset"] + s.start + s.length]
-        assert aead.decrypt(h(e["nonce_hex"]), ct + tag, aad) == data_plain[s.start : s.start + s.length]
+        stored = sealed[lay["data_offset"] + s.start : lay["data_offset"] + s.start + s.length]
+        want = data_plain[s.start : s.start + s.length]
+        assert e["plain"] == (s.tensor in header.plain)
+        if e["plain"]:  # stored in clear, tagged under plain_key over AAD | segment (FORMAT.md 10.5)
+            assert stored == want
+            assert K.make_aead(header.cipher, keys.plain_key).decrypt(h(e["nonce_hex"]), tag, aad + stored) == b""
+        else:
+            assert aead.decrypt(h(e["nonce_hex"]), stored + tag, aad) == want
     assert exp["first_segment_nonce_hex"] == (exp["segments"][0]["nonce_hex"] if segs else None)
 
     # stanzas: key strings, shared secrets and wrap keys

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import selection
 from ._atomic import atomic_output
-from .errors import FormatError, UsageError
+from .errors import FormatError, LayoutError, UsageError
 from .format.header import Header
 from .format.safetensors_index import MAX_SAFETENSORS_HEADER, TensorIndex, parse_index
 from .format.segments import Segment
@@ -243,7 +243,8 @@ def verify_file(
     every byte (no decryption key needed); with ``identities``, every tag too; ``expect``
     as in :func:`decrypt_file`.
 
-    Raises SignatureError, ModelMismatchError, and like :func:`decrypt_file`.
+    Raises SignatureError, ModelMismatchError, LayoutError (a damaged spare header slot,
+    which loaders tolerate), and like :func:`decrypt_file`.
     """
     checks = Checks.build(signers, **expect)
     if identities is None and checks.signers is None:
@@ -254,6 +255,11 @@ def verify_file(
         checks.apply(sealed, threads=threads)
         if identities is not None:
             sealed.verify(threads=threads, progress=progress)
+        if sealed.damaged_slots:  # loaders fall back to the good slot; verify says so
+            raise LayoutError(
+                f"{os.fspath(src)}: header slot {sealed.damaged_slots[0]} is damaged (or a rewrap was interrupted)",
+                hint="the other slot is intact; `tensorseal rewrap FILE -i ...` rewrites both",
+            )
         return sealed.header
 
 

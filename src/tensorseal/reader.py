@@ -17,9 +17,11 @@ from cryptography.exceptions import InvalidTag
 
 from . import _parallel
 from .errors import (
+    AuthenticationError,
     FormatError,
     HeaderAuthenticationError,
     IncorrectIdentityError,
+    KeyMaterialError,
     KeyServiceError,
     LayoutError,
     NoIdentityMatchError,
@@ -46,6 +48,18 @@ def _pread_exact(fd: int, size: int, offset: int) -> bytes:
     if len(data) != size:
         raise TruncatedError(f"file ends at byte {offset + len(data)}, expected {offset + size}")
     return data
+
+
+@dataclass(frozen=True)
+class _Head:
+    """One head slot that parsed: its header, MAC, the bytes before the data, signatures."""
+
+    slot: int
+    header: Header
+    area: bytes  # the header area as stored (JSON and padding)
+    mac: bytes
+    front: bytes
+    signatures: list[Signature]
 
 
 @dataclass(frozen=True)
@@ -76,29 +90,55 @@ class SealedFile:
         self._index: TensorIndex | None = None
 
     def _parse(self) -> None:
+        """Parse both head slots; keep the valid ones, newest generation first."""
         size = os.fstat(self._fd).st_size
-        self.header_len = parse_prefix(os.pread(self._fd, C.PREFIX_SIZE, 0))
-        header_raw = _pread_exact(self._fd, self.header_len, C.PREFIX_SIZE)
-        self.header: Header = parse_header(header_raw)
-        h = self.header
+        self.prefix = os.pread(self._fd, C.PREFIX_SIZE, 0)
+        self.header_len = parse_prefix(self.prefix)
+        slot_size = self.header_len + C.MAC_SIZE
+        slots = _pread_exact(self._fd, C.HEAD_SLOTS * slot_size, C.PREFIX_SIZE)
+        self._candidates: list[_Head] = []
+        errors: list[FormatError] = []
+        self.damaged_slots: list[int] = []
+        for slot in range(C.HEAD_SLOTS):
+            raw = slots[slot * slot_size : (slot + 1) * slot_size]
+            if raw.count(0) == len(raw):
+                continue  # an empty slot (the other one is current)
+            try:
+                self._candidates.append(self._parse_head(slot, raw, size))
+            except FormatError as exc:
+                errors.append(exc)
+                self.damaged_slots.append(slot)
+        if not self._candidates:
+            raise errors[0] if errors else LayoutError("both header slots are empty")
+        self._candidates.sort(key=lambda head: -head.header.generation)  # stable: slot 0 first on ties
+        self._use(self._candidates[0])
+
+    def _parse_head(self, slot: int, raw: bytes, size: int) -> _Head:
+        h = parse_header(raw[: self.header_len])
         if size < h.file_size:
             raise TruncatedError(f"file is {size} bytes but its header describes {h.file_size}")
-        self.signatures: list[Signature] = []
+        signatures: list[Signature] = []
         if size > h.file_size:
             extra = size - h.file_size
             if extra > MAX_BLOCK_BODY + FOOTER_SIZE:
                 raise TrailingDataError(f"{extra} bytes after the end of the data region")
-            self.signatures = parse_block(_pread_exact(self._fd, extra, h.file_size))
+            signatures = parse_block(_pread_exact(self._fd, extra, h.file_size))
         front = _pread_exact(self._fd, h.data_offset, 0)
-        self._front = front
-        self._authenticated = memoryview(front)[: h.mac_offset(self.header_len)]
-        mac_off = h.mac_offset(self.header_len)
-        self._index_section = front[h.index_offset(self.header_len) : mac_off]
-        self._mac = front[mac_off : mac_off + C.MAC_SIZE]
-        self._tags = front[h.tags_offset : h.tags_offset + h.tags_length]
-        for lo, hi in ((mac_off + C.MAC_SIZE, h.tags_offset), (h.tags_offset + h.tags_length, h.data_offset)):
+        index_end = h.index_end(self.header_len)
+        for lo, hi in ((index_end, h.tags_offset), (h.tags_offset + h.tags_length, h.data_offset)):
             if front[lo:hi].count(0) != hi - lo:
                 raise LayoutError(f"non-zero bytes in the padding at {lo}..{hi}")
+        return _Head(slot, h, raw[: self.header_len], raw[self.header_len :], front, signatures)
+
+    def _use(self, head: _Head) -> None:
+        h = self.header = head.header
+        self.slot = head.slot
+        self.signatures: list[Signature] = head.signatures
+        self._front = head.front
+        self._index_section = head.front[h.index_offset(self.header_len) : h.index_end(self.header_len)]
+        self._authenticated = self.prefix + head.area + self._index_section
+        self._mac = head.mac
+        self._tags = head.front[h.tags_offset : h.tags_offset + h.tags_length]
 
     # ---- life cycle -------------------------------------------------------------------
     def close(self) -> None:
@@ -167,6 +207,21 @@ class SealedFile:
         Raises NoIdentityMatchError, KeyServiceError, KeyCommitmentError,
         HeaderAuthenticationError, FormatError, InvalidKeyError, UsageError.
         """
+        first: Exception | None = None
+        for head in self._candidates:  # newest first; an older slot only if a rewrap was cut short
+            self._use(head)
+            try:
+                self._unlock_head(identities)
+                return
+            except (KeyMaterialError, AuthenticationError, FormatError) as exc:
+                first = first or exc
+        self._use(self._candidates[0])
+        assert first is not None
+        raise first
+
+    def _unlock_head(
+        self, identities: Identity | str | os.PathLike[str] | Sequence[Identity | str | os.PathLike[str]] | None
+    ) -> None:
         stanzas = self.header.recipients
         if any(s.type == "scrypt" for s in stanzas) and len(stanzas) != 1:
             raise FormatError("a passphrase stanza must be the only recipient of a file")
@@ -189,6 +244,7 @@ class SealedFile:
         raise NoIdentityMatchError(f"no identity matched any of the file's recipients ({kinds})")
 
     def _unlock_with_file_key(self, file_key: bytes) -> None:
+        self._file_key = file_key
         keys = FileKeys.derive(file_key, self.header.salt)
         keys.check_commitment(self.header)
         keys.check_header_mac(self._authenticated, self._mac)
@@ -215,6 +271,43 @@ class SealedFile:
             raise LayoutError("every tensor is unencrypted: a sealed file must encrypt at least one")
         self._plain_mac = make_aead(self.header.cipher, keys.plain_key)
         self._keys = keys
+
+    # ---- what rotation needs (docs/FORMAT.md section 19) ------------------------------------
+    @property
+    def candidates(self) -> list[_Head]:
+        """The head slots that parsed, newest generation first."""
+        return list(self._candidates)
+
+    @property
+    def file_key(self) -> bytes:
+        self._need_keys()
+        return self._file_key
+
+    @property
+    def index_section(self) -> bytes:
+        return self._index_section
+
+    @property
+    def tag_table(self) -> bytes:
+        return self._tags
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def mac_function(self, authenticated: bytes) -> bytes:
+        """HMAC under this file's header MAC key."""
+        self._need_keys()
+        assert self._keys is not None
+        return self._keys.header_mac(authenticated)
+
+    def header_mac(self, area: bytes) -> bytes:
+        """The MAC of a header area of this file's length (8.4 of FORMAT.md)."""
+        return self.mac_function(self.prefix + area + self._index_section)
+
+    def decrypt_segment(self, segment: Segment, dest: memoryview) -> None:
+        """Decrypt (or verify, if plain) one segment into ``dest``. Raises like decrypt()."""
+        self._need_keys()
+        self._decrypt_chunk([Job(segment, dest)], None, None)
 
     def _need_keys(self) -> None:
         if self._keys is None:

@@ -16,7 +16,7 @@ from . import _parallel
 from ._atomic import atomic_output
 from .errors import FormatError, UsageError
 from .format import constants as C
-from .format.header import Header, ModelIdentity, Stanza, encode_header, encode_prefix
+from .format.header import Header, ModelIdentity, Stanza, encode_header, encode_prefix, index_offset, pad_header
 from .format.keys import INDEX_NONCE, FileKeys, associated_data, make_aead
 from .format.segments import Segment, plan_runs, run_segments
 from .format.signatures import UnitHasher, encode_block, file_digest, fill_missing_units, unit_count
@@ -38,6 +38,7 @@ class SealOptions:
     identity: ModelIdentity = ModelIdentity()
     encrypt_only: tuple[str, ...] = ()  # selective encryption: globs on tensor names
     plain: tuple[str, ...] = ()
+    header_reserve: int = C.HEADER_RESERVE  # spare header bytes, so rewrap can add recipients in place
 
     def __post_init__(self) -> None:
         for field_name in ("encrypt_only", "plain"):
@@ -47,6 +48,8 @@ class SealOptions:
             object.__setattr__(self, field_name, tuple(patterns))
         if self.cipher not in C.CIPHERS:
             raise UsageError(f"unknown cipher {self.cipher!r} (choose {' or '.join(C.CIPHERS)})")
+        if not (type(self.header_reserve) is int and 0 <= self.header_reserve <= C.MAX_HEADER_SIZE // 2):
+            raise UsageError(f"header reserve must be 0..{C.MAX_HEADER_SIZE // 2} bytes")
         s = self.segment_size
         if not (C.MIN_SEGMENT_SIZE <= s <= C.MAX_SEGMENT_SIZE) or s & (s - 1):
             raise UsageError(f"segment size must be a power of two in {C.MIN_SEGMENT_SIZE}..{C.MAX_SEGMENT_SIZE}")
@@ -60,7 +63,8 @@ def _layout(
     options: SealOptions, mode: str, salt: bytes, commitment: bytes, stanzas: Sequence[Stanza],
     index_length: int, data_length: int, segment_count: int, plain: tuple[int, ...],
 ) -> tuple[Header, bytes]:  # fmt: skip
-    """The header with its own offsets filled in (they depend on its encoded length)."""
+    """The header with its own offsets filled in (they depend on its encoded length), and
+    its header area: the JSON padded with ``options.header_reserve`` spaces."""
     tags_offset = data_offset = 0
     while True:
         header = Header(
@@ -71,13 +75,23 @@ def _layout(
             tags_offset=tags_offset, data_offset=data_offset, identity=options.identity, plain=plain,
         )  # fmt: skip
         raw = encode_header(header)
-        want_tags = C.PREFIX_SIZE + len(raw) + index_length + C.MAC_SIZE
+        area_len = len(raw) + options.header_reserve
+        want_tags = index_offset(area_len) + index_length
         want_data = _align(want_tags + segment_count * C.TAG_SIZE, C.DATA_ALIGNMENT)
         if (tags_offset, data_offset) == (want_tags, want_data):
-            if len(raw) > C.MAX_HEADER_SIZE:
-                raise UsageError(f"header of {len(raw)} bytes is over the {C.MAX_HEADER_SIZE} byte limit")
-            return header, raw
+            if area_len > C.MAX_HEADER_SIZE:
+                raise UsageError(f"header of {area_len} bytes is over the {C.MAX_HEADER_SIZE} byte limit")
+            return header, pad_header(raw, area_len)
         tags_offset, data_offset = want_tags, want_data
+
+
+def head_bytes(area: bytes, header_mac: Callable[[bytes], bytes], index_section: bytes, slot: int = 0) -> bytes:
+    """Prefix, the two head slots (``area`` and its MAC in ``slot``, zeros in the other)
+    and the index section: every byte before the tag table."""
+    prefix = encode_prefix(len(area))
+    filled = area + header_mac(prefix + area + index_section)
+    empty = bytes(len(filled))
+    return prefix + (filled + empty if slot == 0 else empty + filled) + index_section
 
 
 def _check_plain(mode: str, lengths: Sequence[int], plain: Collection[int]) -> tuple[int, ...]:
@@ -143,15 +157,14 @@ def write_sealed(
     index_length = len(index) + (C.TAG_SIZE if index and not options.public_index else 0)
     if index_length > C.MAX_INDEX_SIZE:
         raise UsageError(f"tensor index of {len(index)} bytes is over the format's limit")
-    header, header_raw = _layout(
+    header, area = _layout(
         options, mode, salt, keys.commitment, stanzas, index_length, data_length, segment_count, plain_runs
     )
     aad = associated_data(header)
     index_section = index
     if index and header.index_encrypted:
         index_section = make_aead(options.cipher, keys.index_key).encrypt(INDEX_NONCE, index, aad)
-    front = encode_prefix(len(header_raw)) + header_raw + index_section
-    front += keys.header_mac(front)
+    front = head_bytes(area, keys.header_mac, index_section)
     assert len(front) == header.tags_offset
 
     segments = [s for t, run in enumerate(runs) for s in run_segments(t, run, options.segment_size)]

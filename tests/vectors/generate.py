@@ -353,25 +353,30 @@ def build_vector(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
         assert dst.read_bytes() == plaintext, name
 
     h, hl = opened.header, opened.header_length
-    header_json = sealed[16 : 16 + hl].decode("ascii")
+    area = sealed[16 : 16 + hl]  # slot 0: the JSON and its padding spaces
+    header_json = area.rstrip(b" ").decode("ascii")
     # the intermediates, cross-checked with the package
     pk = K.FileKeys.derive(file_key, salt)
     assert (pk.commitment, pk.mac_key, pk.index_key, pk.data_key, pk.plain_key) == tuple(opened.keys.values())
-    pheader = parse_header(sealed[16 : 16 + hl])
+    pheader = parse_header(area)
     assert K.associated_data(pheader) == opened.aad
     assert K.identity_digest(pheader.identity) == S.identity_digest(h.identity)
-    mac_offset = 16 + hl + h.index_length
-    assert pk.header_mac(sealed[:mac_offset]) == opened.mac == sealed[mac_offset : mac_offset + 32]
+    mac_offset = 16 + hl  # slot 0's MAC; slot 1 (empty) follows it
+    index_offset = 16 + 2 * (hl + 32)
+    index_section = sealed[index_offset : index_offset + h.index_length]
+    assert sealed[mac_offset + 32 : index_offset] == bytes(hl + 32)
+    assert pk.header_mac(sealed[:16] + area + index_section) == opened.mac == sealed[mac_offset : mac_offset + 32]
 
-    index_section = sealed[16 + hl : mac_offset]
     expected: dict[str, Any] = {
         "sealed_hex": sealed.hex(),
         "sealed_sha256_hex": hashlib.sha256(sealed).hexdigest(),
         "layout": {
             "header_length": hl,
-            "index_offset": 16 + hl,
-            "index_length": h.index_length,
+            "header_padding": hl - len(header_json),
             "mac_offset": mac_offset,
+            "slot1_offset": mac_offset + 32,
+            "index_offset": index_offset,
+            "index_length": h.index_length,
             "tags_offset": h.tags_offset,
             "segment_count": h.segment_count,
             "data_offset": h.data_offset,
@@ -496,6 +501,13 @@ def negative_cases(vectors: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     case(b, "index-modified", "one bit of the encrypted index flipped", "HeaderAuthenticationError",
          [flip(lay["index_offset"] + 10)])  # fmt: skip
     case(b, "mac-modified", "one bit of the header MAC flipped", "HeaderAuthenticationError", [flip(lay["mac_offset"])])
+    case(b, "header-padding-modified", "the last padding space of the header area replaced by 'x'", "HeaderSyntaxError",
+         [put(lay["mac_offset"] - 1, b"x")])  # fmt: skip
+    case(b, "both-slots-empty", "head slot 0 overwritten with zeros (slot 1 is empty)", "LayoutError",
+         [put(16, bytes(lay["header_length"] + 32))])  # fmt: skip
+    case(b, "spare-slot-garbage-and-header-modified", "a byte of the empty slot 1 set (a damaged slot is skipped) "
+         "and the model name in slot 0 changed: slot 0's error is reported", "HeaderAuthenticationError",
+         [put(lay["slot1_offset"] + 5, b"\x07"), put(_find(sealed, b'"tiny-llm"', 16, hdr_end), b'"tiny-llM"')])  # fmt: skip
     case(b, "padding-nonzero", "a byte of the zero gap before the data region set to 1", "LayoutError",
          [put(lay["data_offset"] - 1, b"\x01")])  # fmt: skip
     case(b, "tag-modified", "one bit of the first tag flipped", "SegmentAuthenticationError",
@@ -515,7 +527,8 @@ def negative_cases(vectors: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     b = "tensors-public-index-symmetric"
     case(b, "public-index-modified", 'tensor name "layer.0.ids" changed to "layer.0.idz" in the public index',
          "HeaderAuthenticationError",
-         [put(_find(sealed, b'"layer.0.ids"', lay["index_offset"], lay["mac_offset"]), b'"layer.0.idz"')])  # fmt: skip
+         [put(_find(sealed, b'"layer.0.ids"', lay["index_offset"], lay["index_offset"] + lay["index_length"]),
+               b'"layer.0.idz"')])  # fmt: skip
     case(b, "wrong-symmetric-key", "opened with another symmetric key", "NoIdentityMatchError", [],
          [symmetric_identity_obj("dave")])  # fmt: skip
 

@@ -69,7 +69,8 @@ DTYPE_BITS = {
     "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
 }  # fmt: skip
 HEADER_FIELDS = {
-    "cipher", "mode", "salt", "commitment", "segment_size", "identity", "features", "recipients", "index", "data",
+    "cipher", "mode", "salt", "commitment", "segment_size", "identity", "features", "generation", "recipients",
+    "index", "data",
 }  # fmt: skip
 
 
@@ -343,6 +344,7 @@ class Header:
     data_offset: int
     identity: dict[str, str] = field(default_factory=dict)
     plain: list[int] = field(default_factory=list)
+    generation: int = 0
 
 
 def parse_header(raw: bytes) -> Header:
@@ -395,8 +397,9 @@ def parse_header(raw: bytes) -> Header:
         plain = [_int(v, 0, 2**32 - 1) for v in data["plain"]]
         if any(a >= b for a, b in zip(plain, plain[1:])):
             raise SpecError("HeaderSyntaxError", "data.plain must be strictly increasing")
+    generation = _int(obj["generation"], 0, MAX_DATA_LENGTH)
     h = Header(obj["cipher"], obj["mode"], salt, commitment, seg, stanzas, index_length, index["encrypted"],
-               *nums, identity=dict(ident), plain=plain)  # fmt: skip
+               *nums, identity=dict(ident), plain=plain, generation=generation)  # fmt: skip
     _check_layout(h, len(raw))
     return h
 
@@ -419,10 +422,10 @@ def _check_layout(h: Header, header_len: int) -> None:
         raise SpecError("LayoutError", "more segments than bytes")
     if h.data_length and h.segment_count < _ceil_div(h.data_length, h.segment_size):
         raise SpecError("LayoutError", "too few segments")
-    mac_end = PREFIX_SIZE + header_len + h.index_length + MAC_SIZE
-    if h.tags_offset < mac_end:
-        raise SpecError("LayoutError", "tags overlap the MAC")
-    if h.tags_offset - mac_end > MAX_GAP:
+    index_end = PREFIX_SIZE + 2 * (header_len + MAC_SIZE) + h.index_length
+    if h.tags_offset < index_end:
+        raise SpecError("LayoutError", "tags overlap the index")
+    if h.tags_offset - index_end > MAX_GAP:
         raise SpecError("LimitExceededError", "gap before tags")
     tags_end = h.tags_offset + TAG_SIZE * h.segment_count
     if h.data_offset < tags_end:
@@ -520,6 +523,45 @@ def plan_segments(lengths: list[int], segment_size: int) -> list[Segment]:
 
 
 # ---- the reader ----------------------------------------------------------------------------
+def _parse_slot(data: bytes, raw: bytes, header_len: int) -> Header:
+    """Steps 5-8 for one head slot."""
+    h = parse_header(raw[:header_len])
+    file_size = h.data_offset + h.data_length
+    if len(data) < file_size:
+        raise SpecError("TruncatedError", "file shorter than its layout")
+    if len(data) > file_size:
+        raise SpecError("TrailingDataError", "bytes after the data region")
+    index_end = PREFIX_SIZE + 2 * (header_len + MAC_SIZE) + h.index_length
+    tags_end = h.tags_offset + TAG_SIZE * h.segment_count
+    if any(data[index_end : h.tags_offset]) or any(data[tags_end : h.data_offset]):
+        raise SpecError("LayoutError", "non-zero padding")
+    return h
+
+
+def _unlock(data: bytes, slot: int, h: Header, header_len: int, identities: list[dict[str, Any]]) -> tuple[bytes, dict[str, bytes], bytes]:
+    """Steps 9-10 for one candidate slot: the file key, subkeys and the slot's MAC."""
+    if any(s["type"] == "scrypt" for s in h.stanzas) and len(h.stanzas) != 1:
+        raise SpecError("FormatError", "a scrypt stanza must be alone")
+    file_key = None
+    for ident in identities:
+        try:
+            file_key = unwrap(ident, h.stanzas)
+            break
+        except _NotMine:
+            continue
+    if file_key is None:
+        raise SpecError("NoIdentityMatchError", "no identity opens the file")
+    keys = subkeys(file_key, h.salt)
+    if not hmac.compare_digest(keys["commitment"], h.commitment):
+        raise SpecError("KeyCommitmentError", "commitment")
+    area_off = PREFIX_SIZE + slot * (header_len + MAC_SIZE)
+    index_off = PREFIX_SIZE + 2 * (header_len + MAC_SIZE)
+    authenticated = data[:PREFIX_SIZE] + data[area_off : area_off + header_len] + data[index_off : index_off + h.index_length]
+    mac = hmac.new(keys["mac_key"], authenticated, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, data[area_off + header_len : area_off + header_len + MAC_SIZE]):
+        raise SpecError("HeaderAuthenticationError", "header MAC")
+    return file_key, keys, mac
+
 @dataclass
 class Opened:
     plaintext: bytes
@@ -546,46 +588,38 @@ def open_sealed(data: bytes, identities: list[dict[str, Any]]) -> Opened:
         raise SpecError("UnsupportedVersionError", "version or flags")
     if not 1 <= header_len <= MAX_HEADER_SIZE:
         raise SpecError("LimitExceededError", "header length")
-    if len(data) < PREFIX_SIZE + header_len:
-        raise SpecError("TruncatedError", "file ends inside the header")
-    # 3: header
-    h = parse_header(data[PREFIX_SIZE : PREFIX_SIZE + header_len])
-    # 4: size
-    file_size = h.data_offset + h.data_length
-    if len(data) < file_size:
-        raise SpecError("TruncatedError", "file shorter than its layout")
-    if len(data) > file_size:
-        raise SpecError("TrailingDataError", "bytes after the data region")
-    # 5: padding
-    index_off = PREFIX_SIZE + header_len
-    mac_off = index_off + h.index_length
-    tags_end = h.tags_offset + TAG_SIZE * h.segment_count
-    if any(data[mac_off + MAC_SIZE : h.tags_offset]) or any(data[tags_end : h.data_offset]):
-        raise SpecError("LayoutError", "non-zero padding")
-    # 6: file key
-    if any(s["type"] == "scrypt" for s in h.stanzas) and len(h.stanzas) != 1:
-        raise SpecError("FormatError", "a scrypt stanza must be alone")
-    file_key = None
-    for ident in identities:
+    slot_size = header_len + MAC_SIZE
+    if len(data) < PREFIX_SIZE + 2 * slot_size:
+        raise SpecError("TruncatedError", "file ends inside the header slots")
+    # 4-8, per slot; 8b: the candidates, newest first
+    candidates, damaged = [], []
+    for slot in (0, 1):
+        raw = data[PREFIX_SIZE + slot * slot_size : PREFIX_SIZE + (slot + 1) * slot_size]
+        if not any(raw):
+            continue  # empty
         try:
-            file_key = unwrap(ident, h.stanzas)
+            candidates.append((slot, _parse_slot(data, raw, header_len)))
+        except SpecError as exc:
+            damaged.append(exc)
+    if not candidates:
+        raise damaged[0] if damaged else SpecError("LayoutError", "both header slots are empty")
+    candidates.sort(key=lambda c: -c[1].generation)
+    first_error = None
+    for slot, h in candidates:
+        try:
+            file_key, keys, mac = _unlock(data, slot, h, header_len, identities)
             break
-        except _NotMine:
-            continue
-    if file_key is None:
-        raise SpecError("NoIdentityMatchError", "no identity opens the file")
-    # 7-8: commitment, MAC
-    keys = subkeys(file_key, h.salt)
-    if not hmac.compare_digest(keys["commitment"], h.commitment):
-        raise SpecError("KeyCommitmentError", "commitment")
-    mac = hmac.new(keys["mac_key"], data[:mac_off], hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, data[mac_off : mac_off + MAC_SIZE]):
-        raise SpecError("HeaderAuthenticationError", "header MAC")
+        except SpecError as exc:
+            first_error = first_error or exc
+    else:
+        raise first_error
+    index_off = PREFIX_SIZE + 2 * slot_size
+    index_end = index_off + h.index_length
     # 9: index
     aad = associated_data(h.cipher, h.mode, h.segment_size, h.salt, h.identity)
     index_plain, tensors = b"", []
     if h.mode == "tensors":
-        index_plain = data[index_off:mac_off]
+        index_plain = data[index_off:index_end]
         if h.index_encrypted:
             try:
                 index_plain = aead(h.cipher, keys["index_key"]).decrypt(bytes(12), index_plain, aad)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 MAGIC = b"\x89TSEAL\r\n"
 VERSION = 1
-PREFIX_SIZE = 16  # magic (8) | version u16 LE | flags u16 LE | header length u32 LE
+PREFIX_SIZE = 16  # magic (8) | version u16 LE | flags u16 LE | header area length u32 LE
+HEAD_SLOTS = 2  # two header areas, each with its MAC: rewrap writes one while the other stays valid
+HEADER_RESERVE = 4096  # spaces after the JSON in a new file: room for recipients added by rewrap
 
 KEY_SIZE = 32  # file key, subkeys
 SALT_SIZE = 32

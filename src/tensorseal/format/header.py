@@ -81,13 +81,14 @@ class Header:
     identity: ModelIdentity = field(default_factory=ModelIdentity)
     features: tuple[str, ...] = ()
     plain: tuple[int, ...] = ()  # tensors stored unencrypted but authenticated (data order)
+    generation: int = 0  # bumped by every rewrap: the newer of the two head slots wins
 
     # ---- derived layout -----------------------------------------------------------
     def index_offset(self, header_len: int) -> int:
-        return C.PREFIX_SIZE + header_len
+        return index_offset(header_len)
 
-    def mac_offset(self, header_len: int) -> int:
-        return C.PREFIX_SIZE + header_len + self.index_length
+    def index_end(self, header_len: int) -> int:
+        return index_offset(header_len) + self.index_length
 
     @property
     def tags_length(self) -> int:
@@ -106,6 +107,7 @@ class Header:
             "segment_size": self.segment_size,
             "identity": self.identity.to_json(),
             "features": list(self.features),
+            "generation": self.generation,
             "recipients": [s.to_json() for s in self.recipients],
             "index": {"length": self.index_length, "encrypted": self.index_encrypted},
             "data": {
@@ -138,6 +140,24 @@ def b64decode(text: Any, what: str, size: int | None = None, max_size: int | Non
     if size is not None and len(raw) != size:
         raise HeaderSyntaxError(f"{what} must be {size} bytes, got {len(raw)}")
     return raw
+
+
+# ---- head slots ----------------------------------------------------------------------
+def slot_offset(slot: int, header_len: int) -> int:
+    """Where head slot 0 or 1 starts: each is the header area (``header_len`` bytes, JSON
+    padded with spaces) and its 32-byte MAC; slot 1 follows slot 0, the index follows both."""
+    return C.PREFIX_SIZE + slot * (header_len + C.MAC_SIZE)
+
+
+def index_offset(header_len: int) -> int:
+    return slot_offset(C.HEAD_SLOTS, header_len)
+
+
+def pad_header(raw: bytes, header_len: int) -> bytes:
+    """The header area: the JSON text, then spaces up to ``header_len`` bytes."""
+    if len(raw) > header_len:
+        raise LimitExceededError(f"header of {len(raw)} bytes does not fit its {header_len}-byte slot")
+    return raw + b" " * (header_len - len(raw))
 
 
 # ---- prefix ------------------------------------------------------------------------
@@ -268,9 +288,10 @@ def parse_header(raw: bytes) -> Header:
     """Parse the JSON header strictly. Raises HeaderSyntaxError / LimitExceededError."""
     obj = expect_keys(
         loads_strict(raw, "header"),
-        {"cipher", "mode", "salt", "commitment", "segment_size", "identity", "features", "recipients", "index", "data"},
+        {"cipher", "mode", "salt", "commitment", "segment_size", "identity", "features", "generation", "recipients",
+         "index", "data"},
         "header",
-    )
+    )  # fmt: skip
     cipher = obj["cipher"]
     if cipher not in C.CIPHERS:
         raise UnsupportedVersionError(f"unknown cipher {cipher!r}")
@@ -311,6 +332,7 @@ def parse_header(raw: bytes) -> Header:
         data_offset=expect_int(data["data_offset"], "data_offset", 0, C.MAX_DATA_LENGTH),
         identity=_parse_identity(obj["identity"]),
         plain=_parse_plain(data["plain"]) if "plain" in data else (),
+        generation=expect_int(obj["generation"], "generation", 0, C.MAX_DATA_LENGTH),
     )
     check_layout(header, len(raw))
     return header
@@ -331,10 +353,10 @@ def check_layout(h: Header, header_len: int) -> None:
         raise LayoutError("more segments than data bytes")
     if h.data_length and h.segment_count < -(-h.data_length // h.segment_size):
         raise LayoutError("too few segments for the data length")
-    mac_end = h.mac_offset(header_len) + C.MAC_SIZE
-    if h.tags_offset < mac_end:
-        raise LayoutError("tag table overlaps the header")
-    if h.tags_offset - mac_end > C.MAX_GAP:
+    index_end = h.index_end(header_len)
+    if h.tags_offset < index_end:
+        raise LayoutError("tag table overlaps the header or index")
+    if h.tags_offset - index_end > C.MAX_GAP:
         raise LimitExceededError("gap before the tag table is too large")
     tags_end = h.tags_offset + h.tags_length
     if h.data_offset < tags_end:
