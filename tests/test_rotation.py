@@ -179,3 +179,39 @@ def test_rekey_of_a_tampered_file_fails_and_keeps_it(tmp_path):
         rotation.rekey(path, [ALICE], [BOB.recipient()])
     assert path.read_bytes() == bytes(raw)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_cli_rewrap_and_rekey(tmp_path, capsys):
+    from safetensors.numpy import save_file as st_save
+
+    from tensorseal.cli import main
+
+    src = tmp_path / "model.safetensors"
+    st_save(sample_tensors(), src)
+    keys = {}
+    for who in ("alice", "bob"):
+        keys[who] = tmp_path / f"{who}.txt"
+        assert main(["keygen", "-o", str(keys[who])]) == 0
+    capsys.readouterr()
+    pub = {}
+    for who in keys:
+        assert main(["keygen", "-y", str(keys[who])]) == 0
+        pub[who] = capsys.readouterr().out.strip()
+    sealed = tmp_path / "m.tseal"
+    assert main(["encrypt", str(src), "-o", str(sealed), "-r", pub["alice"], "-q"]) == 0
+    assert main(["rewrap", str(sealed), "-i", str(keys["alice"]), "--add", "-r", pub["bob"]]) == 0
+    assert "1 kept, 1 added, 0 removed" in capsys.readouterr().err
+    assert main(["rewrap", str(sealed), "-i", str(keys["bob"]), "--remove-identity", str(keys["alice"])]) == 0
+    assert main(["verify", str(sealed), "-i", str(keys["alice"]), "-q"]) == 4  # no identity matched
+    assert main(["verify", str(sealed), "-i", str(keys["bob"]), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["rewrap", str(sealed), "-i", str(keys["bob"]), "--add"]) == 2
+    assert "--add needs recipients" in capsys.readouterr().err
+    assert main(["rewrap", str(sealed), "-i", str(keys["bob"]), "--remove", pub["alice"]]) == 2
+    assert "do not name their recipient" in capsys.readouterr().err
+    out = tmp_path / "rekeyed.tseal"
+    assert main(["rekey", str(sealed), "-i", str(keys["bob"]), "-r", pub["alice"], "-o", str(out), "-q"]) == 0
+    back = tmp_path / "back.safetensors"
+    assert main(["decrypt", str(out), "-i", str(keys["alice"]), "-o", str(back), "-q"]) == 0
+    assert back.read_bytes() == src.read_bytes()
+    assert main(["rekey", str(sealed), "-i", str(keys["bob"])]) == 2  # no recipients

@@ -36,6 +36,7 @@ from .recipients import (
     Recipient,
     SymmetricKey,
     X25519Identity,
+    ambient_identities,
     load_identities,
     load_recipients,
     parse_recipient,
@@ -91,8 +92,11 @@ def _collect_identities(identity_files: Sequence[str], key_files: Sequence[str],
     identities.extend(SymmetricKey.from_file(f) for f in key_files)
     if not identities and not passphrase:  # like age: a passphrase file prompts by itself
         with SealedFile(path) as sealed:
-            passphrase = any(s.type == "scrypt" for s in sealed.header.recipients)
+            stanzas = sealed.header.recipients
+        passphrase = any(s.type == "scrypt" for s in stanzas)
         if not passphrase:
+            identities = ambient_identities(stanzas)  # key services named in the file: no flag needed
+        if not identities and not passphrase:
             raise UsageError("no identity given", hint="pass -i IDENTITY_FILE, --key-file F or --passphrase")
     if passphrase:
         identities.append(Passphrase(_passphrase(confirm=False)))
@@ -376,6 +380,78 @@ def sign(input: str, sign_keys: tuple[str, ...], threads: int | None, quiet: boo
         return
     signatures = sign_file(input, sign_keys, threads=threads)
     _note(quiet, f"signed {input}: {len(signatures)} signature(s)")
+
+
+def _recipients_from(recipient_strings: Sequence[str], recipient_files: Sequence[str], key_files: Sequence[str]) -> list[Recipient]:
+    recipients: list[Recipient] = [parse_recipient(r) for r in recipient_strings]
+    for f in recipient_files:
+        recipients.extend(load_recipients(f))
+    recipients.extend(SymmetricKey.from_file(f) for f in key_files)
+    return recipients
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False, exists=True))
+@_apply(identity_options)
+@click.option("-r", "--recipient", "recipient_strings", multiple=True, help="New recipient (repeatable). Without --add: the file's recipients become exactly these.")
+@click.option("-R", "--recipients-file", "recipient_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="File of new recipients (repeatable).")
+@click.option("--to-key-file", "to_key_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="New recipient: a raw symmetric key file (repeatable).")
+@click.option("--add", is_flag=True, help="Keep the file's recipients and add the -r ones.")
+@click.option("--remove", "remove_strings", multiple=True, metavar="RECIPIENT", help="Remove the stanzas of this key-service recipient (e.g. awskms:ARN; repeatable).")
+@click.option("--remove-identity", "remove_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Remove the stanzas that this identity file opens (X25519, symmetric; repeatable).")
+@quiet_option
+def rewrap(
+    input: str, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool,
+    recipient_strings: tuple[str, ...], recipient_files: tuple[str, ...], to_key_files: tuple[str, ...], add: bool,
+    remove_strings: tuple[str, ...], remove_files: tuple[str, ...], quiet: bool,
+) -> None:  # fmt: skip
+    """Change who can open INPUT without touching its data: add or remove recipients, or
+    rotate a key-encryption key (re-wrap to the key's latest version). Opens with -i (or
+    the key services the file names); crash-safe and in place. Signatures are removed:
+    sign again with `tensorseal sign`."""
+    from .rotation import rewrap as do_rewrap
+
+    new = _recipients_from(recipient_strings, recipient_files, to_key_files)
+    remove: list[Any] = [parse_recipient(r) for r in remove_strings]
+    for f in remove_files:
+        remove.extend(load_identities(f))
+    identities = _collect_identities(identity_files, key_files, passphrase, input)
+    if add and not new:
+        raise UsageError("--add needs recipients", hint="pass -r RECIPIENT")
+    replace = new if new and not add else None
+    if replace is not None and remove:
+        raise UsageError("-r without --add replaces every recipient: --remove is not needed")
+    result = do_rewrap(input, identities, recipients=replace, add=new if add else (), remove=remove)
+    how = "in place" if result.in_place else "by copying the file (the header outgrew its slot)"
+    dropped = f"; {result.dropped_signatures} signature(s) removed, sign again" if result.dropped_signatures else ""
+    _note(quiet, f"rewrapped {input} {how}: {result.kept} kept, {result.added} added, {result.removed} removed{dropped}")
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False, exists=True))
+@_apply(identity_options)
+@click.option("-r", "--recipient", "recipient_strings", multiple=True, help="Recipient of the re-encrypted file (repeatable).")
+@click.option("-R", "--recipients-file", "recipient_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="File of recipients (repeatable).")
+@click.option("--to-key-file", "to_key_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Recipient: a raw symmetric key file (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of replacing INPUT.")
+@sign_key_option
+@threads_option
+@quiet_option
+def rekey(
+    input: str, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool,
+    recipient_strings: tuple[str, ...], recipient_files: tuple[str, ...], to_key_files: tuple[str, ...],
+    output: str | None, sign_keys: tuple[str, ...], threads: int | None, quiet: bool,
+) -> None:  # fmt: skip
+    """Re-encrypt INPUT under a new file key for the given recipients (after a key
+    compromise): streams every segment, bounded memory, replaces the file only when done."""
+    from .rotation import rekey as do_rekey
+
+    recipients = _recipients_from(recipient_strings, recipient_files, to_key_files)
+    if not recipients:
+        raise UsageError("no recipients", hint="pass -r RECIPIENT, -R FILE or --to-key-file F")
+    identities = _collect_identities(identity_files, key_files, passphrase, input)
+    header = do_rekey(input, identities, recipients, output=output, threads=threads, sign_with=sign_keys)
+    _note(quiet, f"rekeyed {input} -> {output or input}: new file key, {header.segment_count} segment(s) re-encrypted")
 
 
 @cli.command()
