@@ -4,7 +4,8 @@
 
 For each size, seals a float32 model (one X25519 recipient) and then, alternately, adds
 a second recipient and removes it again: each rewrap writes the new head into the spare
-slot, clears the old one and fsyncs after each step (the durable default). Reports the
+slot, clears the old one and fsyncs after each step (the durable default). The sealed
+file is synced to disk first, as a file at rest would be. Reports the
 median and min-max of the ``rewrap()`` call and of the whole ``tensorseal rewrap`` CLI
 process, and checks the data region did not change (same inode, same bytes hashed).
 For comparison, ``rekey`` (new file key, every segment re-encrypted) is timed once.
@@ -65,6 +66,7 @@ def bench(size: int, runs: int, workdir: str) -> dict[str, object]:
         path = os.path.join(d, "m.tseal")
         tsnp.save_file(tensors, path, [alice.recipient()])
         del tensors
+        os.sync()  # a file at rest: the first rewrap's fsync must not wait for the seal's writeback
         before, inode = _data_digest(path), os.stat(path).st_ino
         api, cli = [], []
         for i in range(runs):

@@ -70,6 +70,10 @@ class AwsKmsKey:
     def __str__(self) -> str:
         return RECIPIENT_PREFIX + self.key_id
 
+
+    def matches(self, stanza: Stanza) -> bool:
+        """Whether ``stanza`` is wrapped by this key (``rewrap --remove``). Raises FormatError."""
+        return bool(own_stanzas([stanza], STANZA_TYPE, 1, lambda stanza: self._is_mine(stanza.args[0])))
     def __repr__(self) -> str:
         return f"AwsKmsKey({self.key_id!r})"
 

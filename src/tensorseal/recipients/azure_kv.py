@@ -96,6 +96,10 @@ class AzureKeyVaultKey:
     def __str__(self) -> str:
         return RECIPIENT_PREFIX + self.key_id + ("" if self.algorithm == RSA_OAEP_256 else "#" + self.algorithm)
 
+
+    def matches(self, stanza: Stanza) -> bool:
+        """Whether ``stanza`` is wrapped by this key (``rewrap --remove``). Raises FormatError."""
+        return bool(own_stanzas([stanza], STANZA_TYPE, 2, lambda stanza: self._is_mine(stanza)))
     def __repr__(self) -> str:
         return f"AzureKeyVaultKey({self.key_id!r}, algorithm={self.algorithm!r})"
 

@@ -57,6 +57,10 @@ class GcpKmsKey:
     def __str__(self) -> str:
         return RECIPIENT_PREFIX + self.name
 
+
+    def matches(self, stanza: Stanza) -> bool:
+        """Whether ``stanza`` is wrapped by this key (``rewrap --remove``). Raises FormatError."""
+        return bool(own_stanzas([stanza], STANZA_TYPE, 1, lambda stanza: stanza.args[0] == self.name))
     def __repr__(self) -> str:
         return f"GcpKmsKey({self.name!r})"
 

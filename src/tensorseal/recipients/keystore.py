@@ -63,6 +63,10 @@ class KeyringKey:
     def __str__(self) -> str:
         return f"{RECIPIENT_PREFIX}{self.service}/{self.name}"
 
+
+    def matches(self, stanza: Stanza) -> bool:
+        """Whether ``stanza`` is wrapped by this key (``rewrap --remove``). Raises FormatError."""
+        return bool(own_stanzas([stanza], STANZA_TYPE, 3, lambda stanza: (stanza.args[0], stanza.args[1]) == (self.service, self.name)))
     def __repr__(self) -> str:
         return f"KeyringKey({self.service!r}, {self.name!r})"
 

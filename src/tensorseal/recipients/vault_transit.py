@@ -88,6 +88,10 @@ class VaultTransitKey:
     def __str__(self) -> str:
         return f"{RECIPIENT_PREFIX}{self.mount}/{self.key}"
 
+
+    def matches(self, stanza: Stanza) -> bool:
+        """Whether ``stanza`` is wrapped by this key (``rewrap --remove``). Raises FormatError."""
+        return bool(own_stanzas([stanza], STANZA_TYPE, 2, lambda stanza: stanza.args[0].strip("/") == self.mount and stanza.args[1] == self.key))
     def __repr__(self) -> str:
         return f"VaultTransitKey({self.mount!r}, {self.key!r})"
 
