@@ -10,6 +10,7 @@ model is never held twice and never touches disk.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -88,6 +89,7 @@ class SealedFile:
             raise
         self._keys: FileKeys | None = None
         self._index: TensorIndex | None = None
+        self._local = threading.local()
 
     def _parse(self) -> None:
         """Parse both head slots; keep the valid ones, newest generation first."""
@@ -145,6 +147,11 @@ class SealedFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        bufs = getattr(getattr(self, "_local", None), "bufs", None)
+        if bufs is not None:  # this thread's sink may hold a plaintext segment
+            for buf in bufs:
+                buf[:] = bytes(len(buf))
+            del self._local.bufs
 
     def __enter__(self) -> SealedFile:
         return self
@@ -365,10 +372,9 @@ class SealedFile:
         # tag is the AEAD over no plaintext with AAD = aad | segment; an encrypted one
         # decrypts segment | tag.
         a = -(-len(aad) // 64) * 64
-        scratch = memoryview(bytearray(a + self.header.segment_size + C.TAG_SIZE))
+        scratch, sink = self._buffers(a)
         scratch[a - len(aad) : a] = aad
         with_aad = a - len(aad)
-        sink = memoryview(bytearray(self.header.segment_size))
         for job in jobs:
             seg = job.segment
             n = seg.length
@@ -389,6 +395,15 @@ class SealedFile:
                 raise OSError("short write")
             if progress is not None:
                 progress(n)
+
+    def _buffers(self, aad_room: int) -> tuple[memoryview, memoryview]:
+        """This thread's scratch (aad room | segment | tag) and sink buffers, made once per
+        thread and file (callers that decrypt one segment at a time reuse them)."""
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None:
+            size = self.header.segment_size
+            bufs = self._local.bufs = (memoryview(bytearray(aad_room + size + C.TAG_SIZE)), memoryview(bytearray(size)))
+        return bufs
 
     def _describe(self, seg: Segment) -> str:
         where = f"segment {seg.index} of "
