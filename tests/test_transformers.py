@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 import pytest
 
@@ -15,6 +16,7 @@ import tensorseal  # noqa: E402
 import tensorseal.transformers  # noqa: E402
 from tensorseal.cli import main  # noqa: E402
 from tensorseal.errors import NoIdentityMatchError, SegmentAuthenticationError, UsageError  # noqa: E402
+from tensorseal.recipients import X25519Identity  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,24 @@ def test_from_pretrained_sealed_directory(plain_dir, tmp_path, identity):
     _same_model(plain, sealed)
     auto = tensorseal.transformers.from_pretrained(out, [identity])  # AutoModel by default
     _same_model(plain, auto)
+
+
+def test_seal_config_seals_every_file_and_still_loads(plain_dir, tmp_path, identity):
+    out = tmp_path / "sealed"
+    sealed = tensorseal.encrypt_directory(plain_dir, out, [identity.recipient()], seal_config=True)
+    names = {os.path.basename(p) for p in sealed}
+    assert {"config.json", "model.safetensors.index.json"} <= names
+    for name in os.listdir(out):
+        assert tensorseal.compat.is_sealed(out / name), name  # nothing readable is left
+    with pytest.raises(UnicodeDecodeError):
+        json.loads((out / "config.json").read_text())
+    before = set(os.listdir(tempfile.gettempdir()))
+    model = tensorseal.transformers.from_pretrained(out, [identity], model_class=transformers.BertModel)
+    _same_model(transformers.BertModel.from_pretrained(plain_dir), model)
+    assert set(os.listdir(tempfile.gettempdir())) == before  # the staging directory is gone
+    with pytest.raises(NoIdentityMatchError):
+        tensorseal.transformers.from_pretrained(out, [X25519Identity.generate()])
+    assert main(["encrypt", str(plain_dir / "config.json"), "--seal-config", "-r", str(identity.recipient())]) == 2
 
 
 def test_sealed_directory_failures(plain_dir, tmp_path, identity, other_identity):

@@ -227,6 +227,7 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: 
 @click.option("--name", help="Model name bound into the file.")
 @click.option("--model-version", "--version", "model_version", help="Model version bound into the file.")
 @click.option("--file-id", help="Shard file id bound into the file (e.g. model-00001-of-00004).")
+@click.option("--seal-config", is_flag=True, help="With a directory: seal the other files too (config, tokenizer), not only the shards.")
 @click.option("--encrypt-only", "encrypt_only", multiple=True, metavar="PATTERN", help="Encrypt only tensors whose names match this glob; the rest stay plain but authenticated (repeatable).")
 @click.option("--plain", "plain", multiple=True, metavar="PATTERN", help="Leave tensors matching this glob unencrypted but authenticated (repeatable).")
 @click.option("--critical", type=click.Choice(["auto"]), help="auto: encrypt the tensors a sensitivity analysis finds critical (needs --eval).")
@@ -240,7 +241,7 @@ def encrypt(
     input: str, output: str | None, recipient_strings: tuple[str, ...], recipient_files: tuple[str, ...],
     key_files: tuple[str, ...], passphrase: bool, public_index: bool, cipher: str, mode: str,
     segment_size: int | None, name: str | None, model_version: str | None, file_id: str | None,
-    encrypt_only: tuple[str, ...], plain: tuple[str, ...], critical: str | None, evaluator: str | None,
+    seal_config: bool, encrypt_only: tuple[str, ...], plain: tuple[str, ...], critical: str | None, evaluator: str | None,
     critical_threshold: float | None, sign_keys: tuple[str, ...], force: bool, threads: int | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Seal INPUT (safetensors, or any file as a blob) for the given recipients. A model
@@ -265,11 +266,14 @@ def encrypt(
         cipher=cipher, public_index=public_index, identity=ModelIdentity(name=name, version=model_version, file=file_id),
         encrypt_only=encrypt_only, plain=plain, **({"segment_size": segment_size} if segment_size else {}),
     )  # fmt: skip
+    if seal_config and not os.path.isdir(input):
+        raise UsageError("--seal-config goes with a model directory")
     if os.path.isdir(input):
         if not output:
             raise UsageError("sealing a directory needs -o OUTDIR")
-        shards = encrypt_directory(input, output, recipients, options=options, threads=threads, sign_with=sign_keys)
-        _note(quiet, f"sealed {len(shards)} shard(s) of {input} -> {output}")
+        sealed = encrypt_directory(input, output, recipients, options=options, threads=threads, sign_with=sign_keys,
+                                   seal_config=seal_config)  # fmt: skip
+        _note(quiet, f"sealed {len(sealed)} file(s) of {input} -> {output}")
         return
     output = output or _default_output(input, encrypting=True)
     _check_output(output, force)

@@ -109,10 +109,12 @@ def encrypt_directory(
     options: SealOptions = SealOptions(),
     threads: int | None = None,
     sign_with: Sequence[SigningKey | str | os.PathLike[str]] = (),
+    seal_config: bool = False,
 ) -> list[str]:
     """Seal every ``*.safetensors`` file of a model directory into ``dst`` under the same
     relative name (so ``model.safetensors.index.json`` keeps working) and copy every
-    other file as it is. Each shard's model identity gets its file name as the shard id.
+    other file as it is, or, with ``seal_config``, seal it too (blob mode, same name).
+    Each file's model identity gets its file name as the file id.
     Returns the sealed paths. Raises UsageError if ``dst`` exists and is not empty or no
     shard is found, and like :func:`encrypt_file`."""
     import dataclasses
@@ -144,9 +146,15 @@ def encrypt_directory(
                                  options=dataclasses.replace(options, identity=shard), sign_with=sign_with,
                                  _require_match=False)  # fmt: skip
                     sealed.append(os.path.join(dst, rel))
+                elif seal_config:
+                    blob = dataclasses.replace(options, identity=dataclasses.replace(options.identity, file=name),
+                                               encrypt_only=(), plain=())  # fmt: skip
+                    encrypt_file(a, os.path.join(work, rel), recipients, mode="blob", threads=threads,
+                                 options=blob, sign_with=sign_with)  # fmt: skip
+                    sealed.append(os.path.join(dst, rel))
                 else:
                     shutil.copyfile(a, os.path.join(work, rel))
-        if not sealed:
+        if not any(p.endswith(".safetensors") for p in sealed):
             raise UsageError(f"no .safetensors file under {src}")
         if os.path.isdir(dst):
             os.rmdir(dst)  # empty, checked above
