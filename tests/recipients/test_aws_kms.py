@@ -149,3 +149,21 @@ def test_unreachable_service_after_explicit_identities(aws_env, kms_key, tmp_pat
         other = tmp_path / "x.tseal"
         tsnp.save_file({"w": np.ones(3)}, other, [X25519Identity.generate().recipient()])
         tsnp.load_file(other, None)
+
+
+def test_cli_end_to_end(aws_env, kms_key, tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from tensorseal.cli import main
+
+    src, sealed, back = tmp_path / "model.safetensors", tmp_path / "m.tseal", tmp_path / "back.safetensors"
+    save_file({"w": np.arange(3000, dtype=np.float32)}, src)
+    assert main(["encrypt", str(src), "-o", str(sealed), "-r", f"awskms:{kms_key['Arn']}", "--name", "m", "-q"]) == 0
+    assert main(["decrypt", str(sealed), "-o", str(back), "-q"]) == 0  # credentials from the environment only
+    assert back.read_bytes() == src.read_bytes()
+    capsys.readouterr()
+    assert main(["inspect", str(sealed), "--json"]) == 0
+    assert '"aws-kms"' in capsys.readouterr().out
+    assert main(["encrypt", str(src), "-o", str(tmp_path / "x.tseal"), "-r", "awskms:"]) == 4  # unknown/empty key
+    assert main(["encrypt", str(src), "-o", str(tmp_path / "y.tseal"), "-r", "notakey:abc"]) == 4
+    assert "unknown recipient" in capsys.readouterr().err

@@ -101,3 +101,19 @@ def test_sealed_file_opens_from_the_key_store(os_keyring, entry, tmp_path):
     with pytest.raises(KeyServiceError, match="no key"):  # the key is gone from this machine
         tsnp.load_file(path, None)
     assert np.array_equal(tsnp.load_file(path, [recovery])["w"], tensors["w"])
+
+
+def test_cli_end_to_end_with_the_os_key_store(os_keyring, entry, tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from tensorseal.cli import main
+
+    create_keyring_kek(*entry)
+    src, sealed, back = tmp_path / "model.safetensors", tmp_path / "m.tseal", tmp_path / "back.safetensors"
+    save_file({"w": np.arange(3000, dtype=np.float32)}, src)
+    assert main(["encrypt", str(src), "-o", str(sealed), "-r", f"keyring:{entry[0]}/{entry[1]}", "-q"]) == 0
+    assert main(["decrypt", str(sealed), "-o", str(back), "-q"]) == 0  # no flags: the stanza names the entry
+    assert back.read_bytes() == src.read_bytes()
+    capsys.readouterr()
+    assert main(["encrypt", str(src), "-o", str(tmp_path / "x.tseal"), "-r", "keyring:no-slash"]) == 4
+    assert "error:" in capsys.readouterr().err
