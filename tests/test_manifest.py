@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 
 import tensorseal
 from tensorseal.cli import main
-from tensorseal.errors import ManifestError, SignatureError, UsageError
+from tensorseal.errors import ManifestError, NotSealedError, SignatureError, UsageError
 from tensorseal.format.header import ModelIdentity
 from tensorseal.manifest import MANIFEST_NAME
 from tensorseal.signing import SigningKey
@@ -114,3 +114,17 @@ def test_cli_directory(model_dir, tmp_path, capsys):
     assert main(["verify", str(model_dir), "--signer", pub]) == 5
     assert "missing: model-00002-of-00002.safetensors" in capsys.readouterr().err
     assert main(["verify", str(model_dir)]) == 2
+
+
+def test_require_encrypted_refuses_a_signed_directory_with_a_plain_shard(model_dir, publisher, tmp_path, capsys):
+    """A publisher (or a build script) signing a directory that holds a plain shard: the
+    manifest is valid, so only --require-encrypted stops it."""
+    save_file({"w": np.ones(10, np.float32)}, model_dir / "model-00002-of-00002.safetensors")  # plain replaces sealed
+    tensorseal.sign_directory(model_dir, [publisher])
+    tensorseal.verify_directory(model_dir, [publisher.public_key()])  # authentic, but plain
+    with pytest.raises(NotSealedError, match="model-00002-of-00002.safetensors is not sealed"):
+        tensorseal.verify_directory(model_dir, [publisher.public_key()], require_encrypted=True)
+    pub = str(publisher.public_key())
+    assert main(["verify", str(model_dir), "--signer", pub, "-q"]) == 0
+    assert main(["verify", str(model_dir), "--signer", pub, "--require-encrypted", "-q"]) == 3
+    assert "encryption is required" in capsys.readouterr().err

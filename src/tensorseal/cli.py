@@ -32,6 +32,7 @@ from .format.header import ModelIdentity
 from .reader import SealedFile
 from .recipients import (
     Identity,
+    MasterKey,
     Passphrase,
     Recipient,
     SymmetricKey,
@@ -90,6 +91,7 @@ def _collect_identities(identity_files: Sequence[str], key_files: Sequence[str],
     for f in identity_files:
         identities.extend(load_identities(f))
     identities.extend(SymmetricKey.from_file(f) for f in key_files)
+    identities.extend(_licence_identities())
     if not identities and not passphrase:  # like age: a passphrase file prompts by itself
         with SealedFile(path) as sealed:
             stanzas = sealed.header.recipients
@@ -101,6 +103,39 @@ def _collect_identities(identity_files: Sequence[str], key_files: Sequence[str],
     if passphrase:
         identities.append(Passphrase(_passphrase(confirm=False)))
     return identities
+
+
+# ---- offline licences (--license on decrypt / verify / inspect / rewrap; docs/KEYS.md) ----
+LICENCE_KEY_ENV = "TENSORSEAL_LICENSE_KEY"
+
+
+def _store_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Callback of the licence options: keeps their values in the context, so that the
+    commands sharing ``identity_options`` need no extra parameters."""
+    ctx.meta[f"tensorseal.{param.name}"] = value
+    return value
+
+
+def _licence_given() -> bool:
+    return click.get_current_context().meta.get("tensorseal.licence_file") is not None
+
+
+def _licence_identities() -> list[Identity]:
+    """The identity of --license BLOB --license-key K --vendor tsealpub1..., if given."""
+    from .recipients.licence import LicenceIdentity
+
+    meta = click.get_current_context().meta
+    path, key, vendors = (meta.get(f"tensorseal.{n}") for n in ("licence_file", "licence_key", "vendor_keys"))
+    if path is None:
+        if key or vendors:
+            raise UsageError("--license-key and --vendor go with --license")
+        return []
+    key = key or os.environ.get(LICENCE_KEY_ENV)
+    if not key:
+        raise UsageError("--license needs its licence key", hint=f"pass --license-key or set {LICENCE_KEY_ENV}")
+    if not vendors:
+        raise UsageError("--license needs the vendor's public key", hint="pass --vendor tsealpub1...")
+    return [LicenceIdentity.from_file(path, key, trusted_vendors=vendors)]
 
 
 def _default_output(src: str, encrypting: bool) -> str:
@@ -123,6 +158,9 @@ identity_options = [
     click.option("-i", "--identity", "identity_files", multiple=True, type=click.Path(dir_okay=False), help="Identity file (repeatable)."),
     click.option("--key-file", "key_files", multiple=True, type=click.Path(dir_okay=False), help="Raw 256-bit symmetric key file (repeatable)."),
     click.option("--passphrase", is_flag=True, help=f"Ask for a passphrase (or read {PASSPHRASE_ENV})."),
+    click.option("--license", "--licence", "licence_file", type=click.Path(dir_okay=False, exists=True), expose_value=False, callback=_store_option, help="Device licence file (with --license-key and --vendor)."),
+    click.option("--license-key", "--licence-key", "licence_key", expose_value=False, callback=_store_option, help=f"Licence key TSEAL-LICENCE-KEY-1... (or {LICENCE_KEY_ENV})."),
+    click.option("--vendor", "vendor_keys", multiple=True, expose_value=False, callback=_store_option, help="Trusted licence vendor key tsealpub1... (repeatable)."),
 ]
 
 
@@ -219,6 +257,7 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: 
 @click.option("-r", "--recipient", "recipient_strings", multiple=True, help="Recipient string, e.g. tseal1... (repeatable).")
 @click.option("-R", "--recipients-file", "recipient_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="File of recipients, one per line (repeatable).")
 @click.option("--key-file", "key_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Raw 256-bit symmetric key file (repeatable).")
+@click.option("--master", "master_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Model master key file, for licences (repeatable; default --name/--model-version: its model's).")
 @click.option("--passphrase", is_flag=True, help=f"Encrypt to a passphrase (prompted, or {PASSPHRASE_ENV}).")
 @click.option("--public-index", is_flag=True, help="Leave tensor names, dtypes and shapes readable (still authenticated).")
 @click.option("--cipher", type=click.Choice(["aes-256-gcm", "chacha20-poly1305"]), default="aes-256-gcm", show_default=True)
@@ -239,7 +278,7 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: 
 @quiet_option
 def encrypt(
     input: str, output: str | None, recipient_strings: tuple[str, ...], recipient_files: tuple[str, ...],
-    key_files: tuple[str, ...], passphrase: bool, public_index: bool, cipher: str, mode: str,
+    key_files: tuple[str, ...], master_files: tuple[str, ...], passphrase: bool, public_index: bool, cipher: str, mode: str,
     segment_size: int | None, name: str | None, model_version: str | None, file_id: str | None,
     seal_config: bool, encrypt_only: tuple[str, ...], plain: tuple[str, ...], critical: str | None, evaluator: str | None,
     critical_threshold: float | None, sign_keys: tuple[str, ...], force: bool, threads: int | None, quiet: bool,
@@ -252,6 +291,10 @@ def encrypt(
     for f in recipient_files:
         recipients.extend(load_recipients(f))
     recipients.extend(SymmetricKey.from_file(f) for f in key_files)
+    masters = [MasterKey.from_file(f) for f in master_files]
+    recipients.extend(masters)
+    if len({(m.name, m.version) for m in masters}) == 1 and name is None and model_version is None:
+        name, model_version = masters[0].name, masters[0].version
     if passphrase:
         if recipients:
             raise UsageError("--passphrase cannot be combined with other recipients")
@@ -338,12 +381,14 @@ def decrypt(
 @click.argument("input", type=click.Path(exists=True))
 @_apply(identity_options)
 @_apply(signer_options)
+@click.option("--require-encrypted", is_flag=True, help="Refuse a plain (unsealed) file, or a directory with a plain shard.")
 @threads_option
 @quiet_option
 def verify(
     input: str, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool,
     signer_keys: tuple[str, ...], signer_files: tuple[str, ...], require_signature: bool, expect_name: str | None,
-    expect_version: str | None, min_version: str | None, expect_file: str | None, threads: int | None, quiet: bool,
+    expect_version: str | None, min_version: str | None, expect_file: str | None, require_encrypted: bool,
+    threads: int | None, quiet: bool,
 ) -> None:  # fmt: skip
     """Authenticate every byte of INPUT; writes nothing. With --signer (no key needed):
     a trusted publisher signed it. With -i: every tag verifies. Both may be given."""
@@ -351,12 +396,12 @@ def verify(
     if os.path.isdir(input):
         if checks["signers"] is None:
             raise UsageError("verifying a directory needs --signer or --trusted-signers")
-        result = verify_directory(input, checks["signers"], threads=threads)
+        result = verify_directory(input, checks["signers"], threads=threads, require_encrypted=require_encrypted)
         _note(quiet, f"ok: {input}: {len(result.files)} file(s) match the manifest signed by a trusted signer")
         return
     signers = checks["signers"] or (True if require_signature else None)
     identities = None
-    if identity_files or key_files or passphrase or signers is None:
+    if identity_files or key_files or passphrase or signers is None or _licence_given():
         identities = _collect_identities(identity_files, key_files, passphrase, input)
     with SealedFile(input) as sealed:
         total = sealed.header.data_length
@@ -483,7 +528,7 @@ def inspect(input: str, identity_files: tuple[str, ...], key_files: tuple[str, .
             "authenticated": False,
         }
         index = None
-        if identity_files or key_files or passphrase:
+        if identity_files or key_files or passphrase or _licence_given():
             sealed.unlock(_collect_identities(identity_files, key_files, passphrase, input))
             info["authenticated"] = True
             index = sealed.index if h.mode == "tensors" else None
@@ -524,6 +569,86 @@ def _print_inspect(info: dict[str, Any]) -> None:
         console.print(table)
         if info.get("metadata"):
             console.print(f"[bold]metadata[/bold]: {info['metadata']}")
+
+
+@cli.command("device-id")
+def device_id() -> None:
+    """Print this device's fingerprint (tsealdev1...), for a licence. It is derived from
+    the machine id (Linux machine-id, macOS IOPlatformUUID, Windows MachineGuid), which it
+    does not reveal."""
+    from .device import this_device
+
+    click.echo(str(this_device()))
+
+
+@cli.group("license")
+def license_group() -> None:
+    """Offline device licences: model master keys and licence files (docs/KEYS.md)."""
+
+
+@license_group.command("new-master")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the master key to this file (default: stdout).")
+@click.option("--name", "--model", "name", required=True, help="Model name the key seals.")
+@click.option("--model-version", "--version", "model_version", required=True, help="Model version the key seals.")
+@force_option
+def license_new_master(output: str | None, name: str, model_version: str, force: bool) -> None:
+    """Make a model master key (MCK) for one model version: seal with `encrypt --master`,
+    issue licences with `license issue --master`."""
+    from datetime import datetime, timezone
+
+    from .recipients.master import MasterKey
+
+    mck = MasterKey.generate(name, model_version)
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    text = (
+        f"# created: {created}\n# master key of model {name!r} version {model_version!r}, key id {mck.key_id.hex()}\n"
+        f"# keep it secret: it opens every file sealed to it\n{mck}\n"
+    )
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    _check_output(output, force)
+    with atomic_output(output, durable=True) as fd:  # mkstemp: mode 0600
+        os.write(fd, text.encode("utf-8"))
+    click.echo(f"Master key id: {mck.key_id.hex()}", err=True)
+
+
+@license_group.command("issue")
+@click.option("--master", "master_file", required=True, type=click.Path(dir_okay=False, exists=True), help="The model version's master key file.")
+@click.option("--sign-key", "sign_key", required=True, type=click.Path(dir_okay=False, exists=True), help="The vendor's signing key file (TSEAL-SIGNING-KEY-1...).")
+@click.option("--licensee", required=True, help="Who the licence is for (printed on errors; not secret).")
+@click.option("--device", required=True, help="The device's fingerprint, tsealdev1... (from `tensorseal device-id` on it).")
+@click.option("--expires", required=True, help="Expiry in UTC: YYYY-MM-DD (midnight) or an ISO 8601 time.")
+@click.option("--licence-key", "--license-key", "licence_key", help="Reuse this licence key (default: a new one, printed on stdout).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The licence file to write.")
+@force_option
+@quiet_option
+def license_issue(
+    master_file: str, sign_key: str, licensee: str, device: str, expires: str, licence_key: str | None,
+    output: str, force: bool, quiet: bool,
+) -> None:  # fmt: skip
+    """Issue a licence: the master key wrapped for one device and licence key, signed by
+    the vendor. Prints the new licence key (give it to the customer with the file)."""
+    from datetime import datetime
+
+    from .recipients.licence import issue_licence
+    from .recipients.master import MasterKey
+
+    try:
+        expiry = datetime.fromisoformat(expires)
+    except ValueError:
+        raise UsageError(f"--expires {expires!r} is not a date", hint="use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ") from None
+    _check_output(output, force)
+    issued = issue_licence(
+        MasterKey.from_file(master_file), SigningKey.from_file(sign_key),
+        licensee=licensee, device=device, expires=expiry, licence_key=licence_key,
+    )  # fmt: skip
+    with atomic_output(output, durable=True) as fd:
+        os.write(fd, issued.blob)
+    if licence_key is None:
+        click.echo(str(issued.licence_key))
+    lic = issued.licence
+    _note(quiet, f"issued licence {lic.licence_id.hex()} for {lic.licensee!r}: {lic.model.name} {lic.model.version}, expires {lic.expires.isoformat()} -> {output}")
 
 
 # ---- the one place where errors become exit codes ---------------------------------------

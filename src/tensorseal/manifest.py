@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from blake3 import blake3
 
 from ._atomic import atomic_output
-from .errors import FormatError, ManifestError, SignatureError, UsageError
+from .errors import FormatError, ManifestError, NotSealedError, SignatureError, UsageError
 from .format.constants import MAGIC
 from .format.header import ModelIdentity, b64decode, b64encode, expect_keys, loads_strict
 from .format.signatures import Signature
@@ -159,10 +159,12 @@ def _parse(raw: bytes) -> tuple[dict, list[Signature], list[Entry], ModelIdentit
 
 
 def verify_directory(
-    directory: str | os.PathLike[str], signers: VerifyingKey | str | Sequence[VerifyingKey | str], *, threads: int | None = None
-) -> VerifiedManifest:
+    directory: str | os.PathLike[str], signers: VerifyingKey | str | Sequence[VerifyingKey | str], *,
+    threads: int | None = None, require_encrypted: bool = False,
+) -> VerifiedManifest:  # fmt: skip
     """Check the manifest's signature and that the directory holds exactly the files it
-    lists, each unchanged. Raises ManifestError (with what differs), SignatureError."""
+    lists, each unchanged; with ``require_encrypted``, that every ``*.safetensors`` shard
+    is sealed. Raises ManifestError (with what differs), SignatureError, NotSealedError."""
     directory = os.fspath(directory)
     trusted = to_verifying_keys(signers)
     path = os.path.join(directory, MANIFEST_NAME)
@@ -189,4 +191,7 @@ def verify_directory(
         sealed, digest = _digest_file(full, threads)
         if sealed != e.sealed or digest != e.digest:
             raise ManifestError(f"{e.path} changed since the manifest was signed")
+    plain = [e.path for e in entries if e.path.endswith(".safetensors") and not e.sealed]
+    if require_encrypted and plain:
+        raise NotSealedError(f"{plain[0]} is not sealed and encryption is required ({len(plain)} plain shard(s))")
     return VerifiedManifest(identity, tuple(entries), tuple(good))
