@@ -12,6 +12,7 @@ from safetensors.numpy import save_file as st_save
 import tensorseal
 import tensorseal.numpy as tsnp
 from tensorseal import compat, files, writer
+from tensorseal.cli import main
 from tensorseal.errors import (
     HeaderAuthenticationError,
     LayoutError,
@@ -22,7 +23,6 @@ from tensorseal.errors import (
 from tensorseal.format.keys import FileKeys
 from tensorseal.reader import SealedFile
 from tensorseal.recipients import SymmetricKey
-from tensorseal.cli import main
 
 from .conftest import SMALL_SEGMENT, assert_same, sample_tensors
 

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import os
 import struct
-from fnmatch import fnmatchcase
 from collections.abc import Callable, Sequence
+from fnmatch import fnmatchcase
 from typing import Any
 
 from . import selection
 from ._atomic import atomic_output
+from .checks import Checks, SignersArg
 from .errors import FormatError, LayoutError, UsageError
 from .format.header import Header
 from .format.safetensors_index import MAX_SAFETENSORS_HEADER, TensorIndex, parse_index
 from .format.segments import Segment
-from .reader import Job, Progress, SealedFile
 from .format.signatures import Signature, encode_block
+from .reader import Job, Progress, SealedFile
 from .recipients import Identity, Recipient
-from .checks import Checks, SignersArg
 from .signing import SigningKey, to_signing_keys
 from .writer import SealOptions, write_sealed
 
@@ -119,7 +119,6 @@ def encrypt_directory(
     shard is found, and like :func:`encrypt_file`."""
     import dataclasses
     import shutil
-
     import tempfile
 
     src, dst = os.fspath(src), os.fspath(dst).rstrip(os.sep)
@@ -286,14 +285,13 @@ def sign_file(
         fresh = {s.key for s in new}
         signatures = [s for s in sealed.signatures if s.key not in fresh] + new
         end = sealed.header.file_size
-        with open(path, "rb") as src, atomic_output(path) as fd:
-            with os.fdopen(os.dup(fd), "wb") as dst:
-                remaining = end
-                while remaining:
-                    chunk = src.read(min(remaining, 8 << 20))
-                    if not chunk:
-                        raise FormatError("file shrank while it was being signed")
-                    dst.write(chunk)
-                    remaining -= len(chunk)
-                dst.write(encode_block(signatures))
+        with open(path, "rb") as src, atomic_output(path) as fd, os.fdopen(os.dup(fd), "wb") as dst:
+            remaining = end
+            while remaining:
+                chunk = src.read(min(remaining, 8 << 20))
+                if not chunk:
+                    raise FormatError("file shrank while it was being signed")
+                dst.write(chunk)
+                remaining -= len(chunk)
+            dst.write(encode_block(signatures))
     return signatures

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 
-from . import _parallel
+from . import _parallel, audit
+from ._wipe import wipe
 from .errors import (
+    AuditError,
     AuthenticationError,
     FormatError,
     HeaderAuthenticationError,
@@ -147,6 +149,7 @@ class SealedFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        wipe(getattr(self, "_file_key", None))
         bufs = getattr(getattr(self, "_local", None), "bufs", None)
         if bufs is not None:  # this thread's sink may hold a plaintext segment
             for buf in bufs:
@@ -237,13 +240,16 @@ class SealedFile:
         refused: KeyServiceError | None = None
         for identity in [*explicit, *ambient_identities(stanzas, skip=explicit)]:
             try:
-                file_key = identity.unwrap(stanzas, context)
+                with audit.unwrap_attempt(self.path, self.header, identity):  # one audit record per identity tried
+                    self._unlock_with_file_key(identity.unwrap(stanzas, context))
             except IncorrectIdentityError:
                 continue
             except KeyServiceError as exc:
                 refused = refused or exc
                 continue
-            self._unlock_with_file_key(file_key)
+            except AuditError:  # required audit log not written: fail closed, stay locked
+                self._keys = None
+                raise
             return
         if refused is not None:
             raise refused
@@ -251,7 +257,8 @@ class SealedFile:
         raise NoIdentityMatchError(f"no identity matched any of the file's recipients ({kinds})")
 
     def _unlock_with_file_key(self, file_key: bytes) -> None:
-        self._file_key = file_key
+        wipe(getattr(self, "_file_key", None))
+        self._file_key = bytearray(file_key)  # kept for rotation; zeroed by close()
         keys = FileKeys.derive(file_key, self.header.salt)
         keys.check_commitment(self.header)
         keys.check_header_mac(self._authenticated, self._mac)
@@ -287,8 +294,11 @@ class SealedFile:
 
     @property
     def file_key(self) -> bytes:
+        """A copy of the file key. Raises UsageError if the file is locked or closed."""
         self._need_keys()
-        return self._file_key
+        if self._fd < 0:
+            raise UsageError("the file is closed: its file key was wiped")
+        return bytes(self._file_key)
 
     @property
     def index_section(self) -> bytes:
@@ -361,7 +371,7 @@ class SealedFile:
         their place in the data region. Raises SegmentAuthenticationError naming the first
         bad segment; on error the destinations hold no usable data."""
         self._need_keys()
-        work = lambda chunk: self._decrypt_chunk(chunk, progress, sink)  # noqa: E731
+        work = lambda chunk: self._decrypt_chunk(chunk, progress, sink)
         _parallel.run_chunked(jobs, work, _parallel.thread_count(threads))
 
     def _decrypt_chunk(self, jobs: Sequence[Job], progress: Progress | None, sink_to: tuple[int, int] | None) -> None:

@@ -52,9 +52,11 @@ def from_pretrained(
     expect = {k: kwargs.pop(k) for k in CHECK_KEYWORDS if k in kwargs}
     expect.setdefault("require_encrypted", True)
     cls = model_class or transformers.AutoModel
-    with _staged(os.fspath(path), identities, signers, expect) as model_dir:
-        with sealed_safetensors(identities, signers=signers, also_patch=("transformers",), **expect):
-            return cls.from_pretrained(model_dir, **kwargs)
+    with (
+        _staged(os.fspath(path), identities, signers, expect) as model_dir,
+        sealed_safetensors(identities, signers=signers, also_patch=("transformers",), **expect),
+    ):
+        return cls.from_pretrained(model_dir, **kwargs)
 
 
 @contextlib.contextmanager

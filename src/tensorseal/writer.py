@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from . import _parallel
 from ._atomic import atomic_output
+from ._wipe import wipe
 from .errors import FormatError, UsageError
 from .format import constants as C
 from .format.header import Header, ModelIdentity, Stanza, encode_header, encode_prefix, index_offset, pad_header
@@ -143,15 +144,18 @@ def write_sealed(
     if mode == "blob" and (index or len(lengths) != 1):
         raise UsageError("a blob file is one run with no index")
     plain_runs = _check_plain(mode, lengths, plain)
-    file_key = os.urandom(C.KEY_SIZE) if _file_key is None else _file_key
+    file_key = bytearray(os.urandom(C.KEY_SIZE) if _file_key is None else _file_key)
     salt = os.urandom(C.SALT_SIZE) if _salt is None else _salt
-    if _stanzas is None:
-        stanzas = [s for r in to_recipients(recipients) for s in r.wrap(file_key, KeyContext(options.identity))]
-    else:
-        stanzas = list(_stanzas)
+    keys = FileKeys.derive(file_key, salt)
+    try:
+        if _stanzas is None:
+            stanzas = [s for r in to_recipients(recipients) for s in r.wrap(file_key, KeyContext(options.identity))]
+        else:
+            stanzas = list(_stanzas)
+    finally:
+        wipe(file_key)  # best effort: docs/SECURITY.md, "Key hygiene"
     if len(stanzas) > C.MAX_STANZAS:
         raise UsageError(f"more than {C.MAX_STANZAS} recipient stanzas")
-    keys = FileKeys.derive(file_key, salt)
     runs, segment_count = plan_runs(lengths, options.segment_size)
     data_length = sum(lengths)
     index_length = len(index) + (C.TAG_SIZE if index and not options.public_index else 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -36,13 +36,13 @@ def make_aead(cipher: str, key: bytes) -> AEAD:
 
 @dataclass(frozen=True)
 class FileKeys:
-    """The subkeys of one file. Build with :meth:`derive`."""
+    """The subkeys of one file. Build with :meth:`derive`. Its repr shows no key."""
 
-    commitment: bytes
-    mac_key: bytes
-    index_key: bytes
-    data_key: bytes
-    plain_key: bytes  # authenticates tensors stored in clear (GMAC / Poly1305 over AAD)
+    commitment: bytes = field(repr=False)
+    mac_key: bytes = field(repr=False)
+    index_key: bytes = field(repr=False)
+    data_key: bytes = field(repr=False)
+    plain_key: bytes = field(repr=False)  # authenticates tensors stored in clear (GMAC / Poly1305 over AAD)
 
     @classmethod
     def derive(cls, file_key: bytes, salt: bytes) -> FileKeys:

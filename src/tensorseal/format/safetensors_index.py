@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from ..errors import HeaderSyntaxError, LayoutError, LimitExceededError, TruncatedError, UnsupportedDtypeError
 from .header import expect_keys, loads_strict

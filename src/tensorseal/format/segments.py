@@ -11,8 +11,8 @@ under the file's data key, and the data key is new for every file.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from ..errors import LimitExceededError
 from . import constants as C
