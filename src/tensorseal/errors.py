@@ -92,6 +92,28 @@ class KeyServiceError(KeyMaterialError):
     hint = "check the key service's address and credentials in the environment, or pass another identity"
 
 
+class LicenceError(KeyMaterialError):
+    """A device licence cannot be used (see the subclasses), or this device has no readable id."""
+
+
+class LicenceExpiredError(LicenceError):
+    """The licence's expiry time has passed (by this machine's clock)."""
+
+    hint = "ask the vendor for a renewed licence"
+
+
+class WrongDeviceError(LicenceError):
+    """The licence was issued for another device: this device's fingerprint differs."""
+
+    hint = "a licence opens on one device only: send the output of `tensorseal device-id` to the vendor"
+
+
+class WrongLicenceKeyError(LicenceError):
+    """The licence key does not open the licence (a typo, or the key of another licence)."""
+
+    hint = "use the TSEAL-LICENCE-KEY-1... key that was issued with this licence file"
+
+
 # --- tampering ---------------------------------------------------------------------
 class AuthenticationError(TensorSealError):
     """A MAC or AEAD tag did not verify: the file was modified or corrupted."""
@@ -123,13 +145,38 @@ class ModelMismatchError(TensorSealError):
     """The file is authentic but not the model asked for (name, version, shard, minimum version)."""
 
 
+# --- audit ---------------------------------------------------------------------------
+class AuditError(TensorSealError):
+    """An audit record could not be written and the audit log is required (fail closed:
+    ``TENSORSEAL_AUDIT_REQUIRED=1`` or ``audit.configure(required=True)``); no file key is
+    handed out without its record."""
+
+    hint = "check that TENSORSEAL_AUDIT_LOG names a writable file (its directory must exist)"
+
+
+# --- object storage ------------------------------------------------------------------
+class StorageError(TensorSealError):
+    """Object storage (S3) refused a request or could not be reached, or a transfer failed
+    (interrupted, or the object changed meanwhile)."""
+
+    hint = "check the bucket, the AWS credentials and the region/endpoint in the environment"
+
+
+class BucketAuditError(StorageError):
+    """A bucket fails a check of ``tensorseal audit-bucket`` (see tensorseal.s3.audit_bucket)."""
+
+    hint = "run `tensorseal audit-bucket s3://BUCKET --fix --kms-key KEY`"
+
+
 # --- caller mistakes -----------------------------------------------------------------
 class UsageError(TensorSealError):
     """The call itself is wrong: missing recipients, incompatible options, unknown tensor."""
 
 
 __all__ = [
+    "AuditError",
     "AuthenticationError",
+    "BucketAuditError",
     "FormatError",
     "HeaderAuthenticationError",
     "HeaderSyntaxError",
@@ -139,6 +186,8 @@ __all__ = [
     "KeyMaterialError",
     "KeyServiceError",
     "LayoutError",
+    "LicenceError",
+    "LicenceExpiredError",
     "LimitExceededError",
     "ManifestError",
     "ModelMismatchError",
@@ -146,6 +195,7 @@ __all__ = [
     "NotSealedError",
     "SegmentAuthenticationError",
     "SignatureError",
+    "StorageError",
     "TensorSealError",
     "TrailingDataError",
     "TruncatedError",
@@ -153,4 +203,6 @@ __all__ = [
     "UnsupportedVersionError",
     "UsageError",
     "WorkFactorError",
+    "WrongDeviceError",
+    "WrongLicenceKeyError",
 ]

@@ -13,6 +13,8 @@ from .azure_kv import AzureKeyVaultKey
 from .base import Identity, KeyContext, Recipient, Stanza
 from .gcp_kms import GcpKmsKey
 from .keystore import KeyringKey, create_keyring_kek
+from .master import KEY_PREFIX as MASTER_PREFIX
+from .master import MasterKey
 from .scrypt import Passphrase
 from .symmetric import KEY_PREFIX as SYMMETRIC_PREFIX
 from .symmetric import SymmetricKey
@@ -26,6 +28,7 @@ __all__ = [
     "Identity",
     "KeyContext",
     "KeyringKey",
+    "MasterKey",
     "Passphrase",
     "Recipient",
     "Stanza",
@@ -72,6 +75,8 @@ def parse_recipient(text: str) -> Recipient:
     for prefix, parse in _SERVICE_RECIPIENTS.items():
         if text.lower().startswith(prefix):
             return parse(text)
+    if text.upper().startswith("TSEAL-"):  # a secret key (TSEAL-SECRET-KEY-1...): never echo it
+        raise InvalidKeyError("a secret key is not a recipient", hint="give its public recipient (tseal1...)")
     raise InvalidKeyError(
         f"unknown recipient {text[:24]!r}",
         hint="X25519 recipients start with 'tseal1'; key services: "
@@ -100,12 +105,15 @@ def ambient_identities(stanzas: Sequence[Stanza], skip: Sequence[Identity] = ())
 
 
 def parse_identity(text: str) -> Identity:
-    """One identity line (``TSEAL-SECRET-KEY-1...`` or ``TSEAL-SYMMETRIC-KEY-1...``)."""
+    """One identity line (``TSEAL-SECRET-KEY-1...``, ``TSEAL-SYMMETRIC-KEY-1...`` or a
+    model master key ``TSEAL-MASTER-KEY-1...``). Raises InvalidKeyError."""
     text = text.strip()
     if text.upper().startswith(IDENTITY_PREFIX):
         return X25519Identity.parse(text)
     if text.upper().startswith(SYMMETRIC_PREFIX):
         return SymmetricKey.parse(text)
+    if text.upper().startswith(MASTER_PREFIX):
+        return MasterKey.parse(text)
     raise InvalidKeyError("unknown identity line", hint="identity files hold TSEAL-SECRET-KEY-1... lines")
 
 
@@ -141,7 +149,7 @@ def to_recipients(items: Iterable[Recipient | str]) -> list[Recipient]:
     out = [parse_recipient(r) if isinstance(r, str) else r for r in items]
     for r in out:
         if not isinstance(r, Recipient):
-            raise UsageError(f"not a recipient: {r!r}")
+            raise UsageError(f"not a recipient: a {type(r).__name__}")  # no repr: it may be key bytes
     if not out:
         raise UsageError("at least one recipient is needed")
     if len(out) > 1 and any(isinstance(r, Passphrase) for r in out):
@@ -160,7 +168,7 @@ def to_identities(items: Identity | str | os.PathLike[str] | Sequence[Identity |
         elif isinstance(item, Identity):
             out.append(item)
         else:
-            raise UsageError(f"not an identity: {item!r}")
+            raise UsageError(f"not an identity: a {type(item).__name__}")  # no repr: it may be key bytes
     if not out:
         raise UsageError("at least one identity is needed")
     return out

@@ -77,6 +77,10 @@ class AwsKmsKey:
     def __repr__(self) -> str:
         return f"AwsKmsKey({self.key_id!r})"
 
+    def audit_info(self) -> dict[str, str | None]:
+        """How audit records name this key (tensorseal.audit): stanza type and key ARN (or name given)."""
+        return {"kind": STANZA_TYPE, "key_id": self._resolved_arn or self.key_id}
+
     # ---- the two interfaces ---------------------------------------------------------------
     def wrap(self, file_key: bytes, context: KeyContext = NO_CONTEXT) -> list[Stanza]:
         """KMS ``Encrypt`` of ``file_key`` with ``context`` as encryption context.

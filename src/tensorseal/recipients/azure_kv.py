@@ -103,6 +103,10 @@ class AzureKeyVaultKey:
     def __repr__(self) -> str:
         return f"AzureKeyVaultKey({self.key_id!r}, algorithm={self.algorithm!r})"
 
+    def audit_info(self) -> dict[str, str | None]:
+        """How audit records name this key (tensorseal.audit): stanza type and key URL."""
+        return {"kind": STANZA_TYPE, "key_id": self.key_id}
+
     # ---- the two interfaces ---------------------------------------------------------------
     def wrap(self, file_key: bytes, context: KeyContext = NO_CONTEXT) -> list[Stanza]:
         """Wrap ``file_key`` (RSA-OAEP-256: ``context`` is not sent, see the module doc;

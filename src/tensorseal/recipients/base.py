@@ -64,6 +64,8 @@ class Recipient(Protocol):
         """Return the stanzas that let the matching identity recover ``file_key``.
 
         ``context`` is the file's model identity; key services bind it to the stanza.
+        ``file_key`` may be a ``bytearray`` that the writer zeroes when ``wrap`` returns:
+        copy it (``bytes(file_key)``) to keep it, and never put it in a message or repr.
         """
         ...
 

@@ -64,6 +64,10 @@ class GcpKmsKey:
     def __repr__(self) -> str:
         return f"GcpKmsKey({self.name!r})"
 
+    def audit_info(self) -> dict[str, str | None]:
+        """How audit records name this key (tensorseal.audit): stanza type and CryptoKey name."""
+        return {"kind": STANZA_TYPE, "key_id": self.name}
+
     def wrap(self, file_key: bytes, context: KeyContext = NO_CONTEXT) -> list[Stanza]:
         """Cloud KMS ``Encrypt`` of ``file_key`` with ``context`` as AAD.
 

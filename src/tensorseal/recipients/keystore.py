@@ -70,6 +70,10 @@ class KeyringKey:
     def __repr__(self) -> str:
         return f"KeyringKey({self.service!r}, {self.name!r})"
 
+    def audit_info(self) -> dict[str, str | None]:
+        """How audit records name this key (tensorseal.audit): stanza type and entry service/name."""
+        return {"kind": STANZA_TYPE, "key_id": f"{self.service}/{self.name}"}
+
     def wrap(self, file_key: bytes, context: KeyContext = NO_CONTEXT) -> list[Stanza]:
         """Seal ``file_key`` under the stored KEK with ``context`` as associated data.
 

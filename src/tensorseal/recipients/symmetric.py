@@ -63,6 +63,10 @@ class SymmetricKey:
     def __repr__(self) -> str:
         return "SymmetricKey(<secret>)"
 
+    def audit_info(self) -> dict[str, str | None]:
+        """How audit records name this key (tensorseal.audit): stanza type, no key id (none is public)."""
+        return {"kind": STANZA_TYPE, "key_id": None}
+
     def wrap(self, file_key: bytes, context: KeyContext = NO_CONTEXT) -> list[Stanza]:
         """Wrap ``file_key``; ``context`` is not used by this key type."""
         return [self._wrap_with(file_key, os.urandom(SALT_SIZE))]

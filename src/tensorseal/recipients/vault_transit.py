@@ -95,6 +95,10 @@ class VaultTransitKey:
     def __repr__(self) -> str:
         return f"VaultTransitKey({self.mount!r}, {self.key!r})"
 
+    def audit_info(self) -> dict[str, str | None]:
+        """How audit records name this key (tensorseal.audit): stanza type and mount/key."""
+        return {"kind": STANZA_TYPE, "key_id": f"{self.mount}/{self.key}"}
+
     # ---- the two interfaces ---------------------------------------------------------------
     def wrap(self, file_key: bytes, context: KeyContext = NO_CONTEXT) -> list[Stanza]:
         """Transit ``encrypt`` of ``file_key`` with ``context`` as associated data.

@@ -83,6 +83,10 @@ class X25519Identity:
     def __repr__(self) -> str:
         return f"X25519Identity(recipient={str(self.recipient())!r})"
 
+    def audit_info(self) -> dict[str, str | None]:
+        """How audit records name this key (tensorseal.audit): stanza type and public recipient."""
+        return {"kind": STANZA_TYPE, "key_id": str(self.recipient())}
+
     def recipient(self) -> X25519Recipient:
         return X25519Recipient(self._key.public_key())
 
