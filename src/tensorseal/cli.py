@@ -651,6 +651,134 @@ def license_issue(
     _note(quiet, f"issued licence {lic.licence_id.hex()} for {lic.licensee!r}: {lic.model.name} {lic.model.version}, expires {lic.expires.isoformat()} -> {output}")
 
 
+# ---- object storage (S3; docs/SERVING.md) ------------------------------------------------
+s3_transfer_options = [
+    click.option("--part-size", type=int, default=16, show_default=True, help="Multipart part size in MiB (5..5120; raised for files over 10,000 parts)."),
+    click.option("--concurrency", type=int, default=8, show_default=True, help="Parts transferred at once."),
+]
+
+
+@cli.command("push")
+@click.argument("input", type=click.Path(dir_okay=False, exists=True))
+@click.argument("url")
+@click.option("--sse-kms", "sse_kms_key", metavar="KEY", help="Have S3 encrypt the object with SSE-KMS under KEY (for a bucket without SSE-KMS default encryption).")
+@_apply(signer_options)
+@_apply(s3_transfer_options)
+@threads_option
+@quiet_option
+def push_command(
+    input: str, url: str, sse_kms_key: str | None, signer_keys: tuple[str, ...], signer_files: tuple[str, ...],
+    require_signature: bool, expect_name: str | None, expect_version: str | None, min_version: str | None,
+    expect_file: str | None, part_size: int, concurrency: int, threads: int | None, quiet: bool,
+) -> None:  # fmt: skip
+    """Upload the sealed file INPUT to URL (s3://BUCKET/KEY; a KEY ending in / gets INPUT's
+    name). A file that is not sealed is refused: no plaintext goes up. With --signer or
+    --require-signature, only a file signed by a trusted publisher. Credentials, region and
+    endpoint come from the environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL_S3)."""
+    from .s3 import push as do_push
+
+    checks = _checks(signer_keys, signer_files, require_signature, expect_name, expect_version, min_version, expect_file)
+    with _progress("upload", os.path.getsize(input), quiet) as progress:
+        result = do_push(
+            input, url, sse_kms_key=sse_kms_key, part_size=part_size << 20, concurrency=concurrency,
+            threads=threads, progress=progress, **checks,
+        )  # fmt: skip
+    if result.bucket_default_kms is False and not sse_kms_key:
+        click.echo(
+            f"tensorseal: warning: s3://{result.url.bucket} has no SSE-KMS default encryption; pass --sse-kms KEY "
+            f"or run `tensorseal audit-bucket s3://{result.url.bucket} --fix --kms-key KEY`", err=True,
+        )  # fmt: skip
+    sse = f"{result.sse} {result.kms_key or ''}".strip() if result.sse else "no server-side encryption reported"
+    _note(quiet, f"pushed {input} -> {result.url} ({result.size} bytes, {result.parts} part(s), {sse})")
+
+
+@cli.command("pull")
+@click.argument("url")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: the key's last part, here).")
+@_apply(identity_options)
+@_apply(signer_options)
+@click.option("--no-resume", is_flag=True, help="Start over even if an interrupted pull left OUTPUT.partial.")
+@_apply(s3_transfer_options)
+@force_option
+@threads_option
+@quiet_option
+def pull_command(
+    url: str, output: str | None, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool,
+    signer_keys: tuple[str, ...], signer_files: tuple[str, ...], require_signature: bool, expect_name: str | None,
+    expect_version: str | None, min_version: str | None, expect_file: str | None, no_resume: bool, part_size: int,
+    concurrency: int, force: bool, threads: int | None, quiet: bool,
+) -> None:  # fmt: skip
+    """Download the sealed object at URL to OUTPUT. OUTPUT appears only once the file
+    checked out: sealed and of consistent size, its tensorseal-blake3 digest, with --signer
+    a trusted publisher signature (no key needed), with -i every tag. An interrupted pull
+    leaves OUTPUT.partial, and the next pull resumes it if the object did not change."""
+    from .s3 import object_size, parse_url
+    from .s3 import pull as do_pull
+
+    target = parse_url(url)
+    name = target.key.rsplit("/", 1)[-1]
+    if output is None and name in ("", ".", ".."):
+        raise UsageError(f"cannot guess the output name of {url!r}", hint="pass -o OUTPUT")
+    output = output or name
+    _check_output(output, force)
+    identities = None
+    if identity_files or key_files or passphrase or _licence_given():
+        identities = _collect_identities(identity_files, key_files, passphrase, output)
+    checks = _checks(signer_keys, signer_files, require_signature, expect_name, expect_version, min_version, expect_file)
+    with _progress("download", object_size(target) if not quiet and sys.stderr.isatty() else 0, quiet) as progress:
+        result = do_pull(
+            target, output, identities=identities, part_size=part_size << 20, concurrency=concurrency,
+            threads=threads, progress=progress, resume=not no_resume, **checks,
+        )  # fmt: skip
+    done = ["sealed file, size"]
+    done += ["digest"] if result.digest_checked else []
+    done += ["signature from a trusted signer"] if result.signature_checked else []
+    done += [f"{result.header.segment_count} segment tag(s)"] if result.tags_checked else []
+    resumed = f", resumed after {result.resumed_bytes}" if result.resumed_bytes else ""
+    _note(quiet, f"pulled {result.url} -> {output} ({result.size} bytes{resumed}): {', '.join(done)} verified")
+
+
+@cli.command("audit-bucket")
+@click.argument("url")
+@click.option("--fix", is_flag=True, help="Apply the fixes, then check again.")
+@click.option("--kms-key", metavar="KEY", help="With --fix: the KMS key for SSE-KMS default encryption (id, ARN or alias/NAME).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit_bucket_command(url: str, fix: bool, kms_key: str | None, as_json: bool) -> None:
+    """Check how bucket URL (s3://BUCKET) protects sealed files: SSE-KMS default
+    encryption, bucket key, a policy denying non-KMS puts and plain HTTP, public access
+    block, versioning. Exits non-zero if any check FAILs."""
+    from .errors import BucketAuditError
+    from .s3 import FAIL, audit_bucket, fix_bucket, parse_url
+
+    target = parse_url(url)
+    if target.key not in ("",):
+        raise UsageError(f"{url} names an object: audit-bucket takes s3://BUCKET")
+    if kms_key and not fix:
+        raise UsageError("--kms-key goes with --fix")
+    fixed = fix_bucket(target.bucket, kms_key=kms_key) if fix else []
+    checks = audit_bucket(target.bucket)
+    failing = [c.name for c in checks if c.status == FAIL]
+    if as_json:
+        report = {"bucket": target.bucket, "ok": not failing, "fixed": fixed, "checks": [c.to_json() for c in checks]}
+        click.echo(json.dumps(report, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        for line in fixed:
+            click.echo(f"fixed: {line}", err=True)
+        table = Table(title=f"s3://{target.bucket}")
+        for col in ("check", "status", "detail", "fix"):
+            table.add_column(col, overflow="fold", no_wrap=col in ("check", "status"))
+        style = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
+        for c in checks:
+            table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", c.detail, c.fix)
+        Console().print(table)
+    if failing:
+        hint = "see the fix column" if fix else f"run `tensorseal audit-bucket s3://{target.bucket} --fix --kms-key KEY`"
+        raise BucketAuditError(f"s3://{target.bucket}: {len(failing)} check(s) fail: {', '.join(failing)}", hint=hint)
+
+
 # ---- the one place where errors become exit codes ---------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     try:
