@@ -84,15 +84,21 @@ def save(
 
 def load(fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg, threads: int | None, checks: Checks) -> dict[str, T]:
     with open_unlocked(path, identities, checks, threads) as sealed:
-        entries = sealed.index.entries
-        buffers = [fw.empty(e.nbytes) for e in entries]
-        try:
-            sealed.decrypt_tensors_into({i: memoryview(b) for i, b in enumerate(buffers)}, threads=threads)
-        except BaseException:
-            for b in buffers:  # leave no plaintext of the good segments behind
-                b.fill(0)
-            raise
-        return {e.name: fw.from_buffer(b, e) for e, b in zip(entries, buffers)}
+        return load_opened(fw, sealed, threads)
+
+
+def load_opened(fw: Framework[T], sealed: SealedFile, threads: int | None) -> dict[str, T]:
+    """Decrypt every tensor of an unlocked file on the host (what :func:`load` does once
+    the file is open; also the fallback of ``tensorseal.gpu``)."""
+    entries = sealed.index.entries
+    buffers = [fw.empty(e.nbytes) for e in entries]
+    try:
+        sealed.decrypt_tensors_into({i: memoryview(b) for i, b in enumerate(buffers)}, threads=threads)
+    except BaseException:
+        for b in buffers:  # leave no plaintext of the good segments behind
+            b.fill(0)
+        raise
+    return {e.name: fw.from_buffer(b, e) for e, b in zip(entries, buffers)}
 
 
 def open_unlocked(

@@ -308,6 +308,14 @@ class SealedFile:
     def tag_table(self) -> bytes:
         return self._tags
 
+    def segment_material(self) -> tuple[bytes, bytes, bytes]:
+        """``(data_key, plain_key, associated data)`` of the segment AEAD, for loaders that
+        verify and decrypt segments themselves (``tensorseal.gpu``). Raises UsageError if
+        the file is locked."""
+        self._need_keys()
+        assert self._keys is not None
+        return self._keys.data_key, self._keys.plain_key, self._aad
+
     def fileno(self) -> int:
         return self._fd
 

@@ -140,16 +140,28 @@ def load_file(
     *,
     signers: SignersArg | None = None,
     threads: int | None = None,
+    _pipeline: Any = None,
     **expect: Any,
 ) -> dict[str, torch.Tensor]:
     """Decrypt every tensor into torch-owned memory, then move to ``device``; with
     ``signers``, only a file a trusted publisher signed; ``expect`` as in
     :func:`tensorseal.numpy.load_file`.
 
-    Raises NoIdentityMatchError, AuthenticationError (SignatureError), ModelMismatchError,
-    FormatError, OSError.
+    With ``device="cuda"``, an AES-256-GCM file, a GPU and the ``tensorseal[cuda]`` extra,
+    the ciphertext is copied to the GPU and decrypted there, every tag checked on the host
+    first (``tensorseal.gpu``: no plaintext in host memory); otherwise tensors are
+    decrypted on the host and moved. ``_pipeline`` is for tests and benchmarks
+    (``tensorseal.gpu.loader``).
+
+    Raises NoIdentityMatchError, AuthenticationError (SignatureError,
+    SegmentAuthenticationError), ModelMismatchError, FormatError, UsageError, OSError.
     """
-    return _tensors.load(_Torch(str(device)), filename, identities, threads, Checks.build(signers, **expect))
+    fw, checks = _Torch(str(device)), Checks.build(signers, **expect)
+    if fw.device == "cpu" and _pipeline is None:
+        return _tensors.load(fw, filename, identities, threads, checks)
+    from .gpu import loader
+
+    return loader.load(fw, filename, identities, threads, checks, _pipeline)
 
 
 def safe_open(
@@ -159,7 +171,14 @@ def safe_open(
     *,
     signers: SignersArg | None = None,
     threads: int | None = None,
+    _pipeline: Any = None,
     **expect: Any,
 ) -> _tensors.SafeOpen[torch.Tensor]:
-    """Lazy access: ``keys()``, ``metadata()``, ``get_tensor(name)``, ``get_slice(name)``."""
-    return _tensors.SafeOpen(_Torch(str(device)), filename, identities, threads, Checks.build(signers, **expect))
+    """Lazy access: ``keys()``, ``metadata()``, ``get_tensor(name)``, ``get_slice(name)``.
+    ``get_tensor`` to a GPU decrypts there, as :func:`load_file` does."""
+    fw, checks = _Torch(str(device)), Checks.build(signers, **expect)
+    if fw.device == "cpu" and _pipeline is None:
+        return _tensors.SafeOpen(fw, filename, identities, threads, checks)
+    from .gpu import loader
+
+    return loader.PipelinedSafeOpen(fw, filename, identities, threads, checks, _pipeline)
