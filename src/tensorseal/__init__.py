@@ -80,14 +80,20 @@ def safe_open(
     *,
     signers: SignersArg | None = None,
     threads: int | None = None,
+    storage_options: dict[str, Any] | None = None,
     **expect: Any,
 ) -> Any:
     """Open a sealed tensors file lazily, like ``safetensors.safe_open``.
 
     ``framework`` is "np"/"numpy" or "pt"/"torch". Returns an object with ``keys()``,
     ``metadata()``, ``get_tensor(name)`` and ``get_slice(name)``; use it as a context
-    manager. Raises UsageError, NoIdentityMatchError, AuthenticationError, FormatError.
+    manager. ``filename`` may be a URL (``s3://``, ``https://``, any fsspec protocol, with
+    ``storage_options``): the header comes with one range request and only the tensors
+    asked for are fetched. Raises UsageError, NoIdentityMatchError, AuthenticationError,
+    FormatError, OSError.
     """
+    if storage_options is not None:
+        expect["storage_options"] = storage_options
     if framework in ("np", "numpy"):
         if device != "cpu":
             raise UsageError("numpy tensors live on the cpu")

@@ -102,15 +102,17 @@ def load_opened(fw: Framework[T], sealed: SealedFile, threads: int | None) -> di
 
 
 def open_unlocked(
-    path: str | os.PathLike[str], identities: IdentityArg, checks: Checks = NO_CHECKS, threads: int | None = None
-) -> SealedFile:
-    """Open, unwrap, authenticate, then apply ``checks`` (signature, model identity)."""
-    sealed = SealedFile(path)
+    path: str | os.PathLike[str], identities: IdentityArg, checks: Checks = NO_CHECKS, threads: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> SealedFile:  # fmt: skip
+    """Open (a path or a URL), unwrap, authenticate, then apply ``checks`` (signature,
+    model identity)."""
+    sealed = SealedFile(path, storage_options=storage_options)
     try:
         sealed.unlock(identities)
         checks.apply(sealed, threads=threads)
         if sealed.header.mode != "tensors":
-            raise UsageError(f"{os.fspath(path)} is a sealed blob, not tensors", hint="use `tensorseal decrypt`")
+            raise UsageError(f"{sealed.path} is a sealed blob, not tensors", hint="use `tensorseal decrypt`")
     except BaseException:
         sealed.close()
         raise
@@ -126,11 +128,11 @@ class SafeOpen(Generic[T]):
 
     def __init__(
         self, fw: Framework[T], path: str | os.PathLike[str], identities: IdentityArg, threads: int | None,
-        checks: Checks = NO_CHECKS,
+        checks: Checks = NO_CHECKS, storage_options: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         self._fw = fw
         self._threads = threads
-        self._sealed = open_unlocked(path, identities, checks, threads)
+        self._sealed = open_unlocked(path, identities, checks, threads, storage_options)
         self._index = self._sealed.index
         self._by_name = self._index.by_name()
 

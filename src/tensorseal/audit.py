@@ -168,7 +168,7 @@ def unwrap_event(
         detail = lines[0][:MAX_DETAIL] if lines else None
     model = header.identity
     try:
-        where = os.path.abspath(os.fspath(path))
+        where = path if isinstance(path, str) and "://" in path else os.path.abspath(os.fspath(path))  # a URL as given
     except OSError:  # the working directory was removed
         where = os.fspath(path)
     return {

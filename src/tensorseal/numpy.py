@@ -136,7 +136,10 @@ def safe_open(
     *,
     signers: SignersArg | None = None,
     threads: int | None = None,
+    storage_options: dict[str, Any] | None = None,
     **expect: Any,
 ) -> _tensors.SafeOpen[np.ndarray]:
-    """Lazy access: ``keys()``, ``metadata()``, ``get_tensor(name)``, ``get_slice(name)``."""
-    return _tensors.SafeOpen(_FW, filename, identities, threads, Checks.build(signers, **expect))
+    """Lazy access: ``keys()``, ``metadata()``, ``get_tensor(name)``, ``get_slice(name)``.
+    ``filename`` may be a URL (``s3://``, ``https://``...; fsspec, ``storage_options``):
+    only the header and the tensors asked for are fetched."""
+    return _tensors.SafeOpen(_FW, filename, identities, threads, Checks.build(signers, **expect), storage_options)

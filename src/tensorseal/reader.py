@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 
 from . import _parallel, audit
+from ._source import Source, is_url, open_source, read_exact
 from ._wipe import wipe
 from .errors import (
     AuditError,
@@ -44,13 +46,6 @@ from .recipients import Identity, KeyContext, ambient_identities, to_identities
 from .signing import VerifyingKey
 
 Progress = Callable[[int], None]
-
-
-def _pread_exact(fd: int, size: int, offset: int) -> bytes:
-    data = os.pread(fd, size, offset)
-    if len(data) != size:
-        raise TruncatedError(f"file ends at byte {offset + len(data)}, expected {offset + size}")
-    return data
 
 
 @dataclass(frozen=True)
@@ -81,13 +76,15 @@ class SealedFile:
     FormatError subclasses, OSError.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    def __init__(self, path: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None) -> None:
+        self.path = path if is_url(path) else os.fspath(path)
+        self._source: Source | None = open_source(self.path, storage_options)
+        self.remote = self._source.remote
+        self._fd = self._source.fd  # -1 for a URL
         try:
             self._parse()
         except BaseException:
-            os.close(self._fd)
+            self._source.close()
             raise
         self._keys: FileKeys | None = None
         self._index: TensorIndex | None = None
@@ -95,11 +92,12 @@ class SealedFile:
 
     def _parse(self) -> None:
         """Parse both head slots; keep the valid ones, newest generation first."""
-        size = os.fstat(self._fd).st_size
-        self.prefix = os.pread(self._fd, C.PREFIX_SIZE, 0)
+        assert self._source is not None
+        size = self._source.size
+        self.prefix = self._source.read(C.PREFIX_SIZE, 0)
         self.header_len = parse_prefix(self.prefix)
         slot_size = self.header_len + C.MAC_SIZE
-        slots = _pread_exact(self._fd, C.HEAD_SLOTS * slot_size, C.PREFIX_SIZE)
+        slots = read_exact(self._source, C.HEAD_SLOTS * slot_size, C.PREFIX_SIZE)
         self._candidates: list[_Head] = []
         errors: list[FormatError] = []
         self.damaged_slots: list[int] = []
@@ -126,8 +124,8 @@ class SealedFile:
             extra = size - h.file_size
             if extra > MAX_BLOCK_BODY + FOOTER_SIZE:
                 raise TrailingDataError(f"{extra} bytes after the end of the data region")
-            signatures = parse_block(_pread_exact(self._fd, extra, h.file_size))
-        front = _pread_exact(self._fd, h.data_offset, 0)
+            signatures = parse_block(read_exact(self._source, extra, h.file_size))
+        front = read_exact(self._source, h.data_offset, 0)
         index_end = h.index_end(self.header_len)
         for lo, hi in ((index_end, h.tags_offset), (h.tags_offset + h.tags_length, h.data_offset)):
             if front[lo:hi].count(0) != hi - lo:
@@ -146,8 +144,9 @@ class SealedFile:
 
     # ---- life cycle -------------------------------------------------------------------
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
+        if self._source is not None:
+            self._source.close()
+            self._source = None
             self._fd = -1
         wipe(getattr(self, "_file_key", None))
         bufs = getattr(getattr(self, "_local", None), "bufs", None)
@@ -168,6 +167,8 @@ class SealedFile:
         h = self.header
         unit = h.segment_size
         digests: list[bytes | None] = [None] * unit_count(h.data_length, unit)
+        assert self._source is not None
+        readinto = self._source.readinto
 
         def work(chunk: Sequence[int]) -> None:
             from blake3 import blake3
@@ -175,7 +176,7 @@ class SealedFile:
             scratch = memoryview(bytearray(unit))
             for u in chunk:
                 n = min(unit, h.data_length - u * unit)
-                if os.preadv(self._fd, [scratch[:n]], h.data_offset + u * unit) != n:
+                if readinto(scratch[:n], h.data_offset + u * unit) != n:
                     raise TruncatedError("file ends inside the data region")
                 digests[u] = blake3(scratch[:n]).digest()
                 if progress is not None:
@@ -296,7 +297,7 @@ class SealedFile:
     def file_key(self) -> bytes:
         """A copy of the file key. Raises UsageError if the file is locked or closed."""
         self._need_keys()
-        if self._fd < 0:
+        if self._source is None:
             raise UsageError("the file is closed: its file key was wiped")
         return bytes(self._file_key)
 
@@ -317,6 +318,9 @@ class SealedFile:
         return self._keys.data_key, self._keys.plain_key, self._aad
 
     def fileno(self) -> int:
+        """The local file's descriptor. Raises UsageError for a file read from a URL."""
+        if self._fd < 0:
+            raise UsageError("this sealed file is read from a URL or closed: it has no local file descriptor")
         return self._fd
 
     def mac_function(self, authenticated: bytes) -> bytes:
@@ -379,11 +383,12 @@ class SealedFile:
         their place in the data region. Raises SegmentAuthenticationError naming the first
         bad segment; on error the destinations hold no usable data."""
         self._need_keys()
-        work = lambda chunk: self._decrypt_chunk(chunk, progress, sink)
-        _parallel.run_chunked(jobs, work, _parallel.thread_count(threads))
+        work = lambda chunk: self._decrypt_chunk(chunk, progress, sink)  # noqa: E731
+        _parallel.run_chunked(jobs, work, 1 if self.remote else _parallel.thread_count(threads))
 
     def _decrypt_chunk(self, jobs: Sequence[Job], progress: Progress | None, sink_to: tuple[int, int] | None) -> None:
-        fd, aead, aad, tags = self._fd, self._aead, self._aad, self._tags
+        assert self._source is not None
+        readinto, aead, aad, tags = self._source.readinto, self._aead, self._aad, self._tags
         base = self.header.data_offset
         is_plain = frozenset(self.header.plain).__contains__
         # scratch = pad | aad | segment | tag, the segment 64-byte aligned: a plain segment's
@@ -396,7 +401,7 @@ class SealedFile:
         for job in jobs:
             seg = job.segment
             n = seg.length
-            if os.preadv(fd, [scratch[a : a + n]], base + seg.start) != n:
+            if readinto(scratch[a : a + n], base + seg.start) != n:
                 raise TruncatedError(f"file ends inside segment {seg.tag_index}")
             t = seg.tag_index * C.TAG_SIZE
             out = sink[:n] if job.dest is None else job.dest

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _tensors
+from . import _source, _tensors
 from .errors import UnsupportedDtypeError, UsageError
 from .checks import Checks, SignersArg
 from .files import IdentityArg
@@ -171,14 +171,17 @@ def safe_open(
     *,
     signers: SignersArg | None = None,
     threads: int | None = None,
+    storage_options: dict[str, Any] | None = None,
     _pipeline: Any = None,
     **expect: Any,
 ) -> _tensors.SafeOpen[torch.Tensor]:
     """Lazy access: ``keys()``, ``metadata()``, ``get_tensor(name)``, ``get_slice(name)``.
-    ``get_tensor`` to a GPU decrypts there, as :func:`load_file` does."""
+    ``get_tensor`` to a GPU decrypts there, as :func:`load_file` does. ``filename`` may be
+    a URL (fsspec, ``storage_options``): only the header and the tensors asked for are
+    fetched."""
     fw, checks = _Torch(str(device)), Checks.build(signers, **expect)
-    if fw.device == "cpu" and _pipeline is None:
-        return _tensors.SafeOpen(fw, filename, identities, threads, checks)
+    if (fw.device == "cpu" and _pipeline is None) or storage_options is not None or _source.is_url(filename):
+        return _tensors.SafeOpen(fw, filename, identities, threads, checks, storage_options)
     from .gpu import loader
 
     return loader.PipelinedSafeOpen(fw, filename, identities, threads, checks, _pipeline)
