@@ -5,9 +5,7 @@ S3-compatible store: credentials and endpoint only in the environment."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,33 +35,11 @@ PART = 5 << 20  # S3's smallest part
 
 
 # ---- a real S3 (moto server) on loopback ------------------------------------------------------
-@pytest.fixture(scope="module")
-def moto_server_url() -> Iterator[str]:
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] is not installed")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def aws(moto_server_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """Credentials and one endpoint for every service (S3 and KMS) in the environment only."""
-    for var in list(os.environ):
-        if var.startswith("AWS_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server_url)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    return moto_server_url
+def aws(aws_env: str) -> str:
+    """Credentials and one endpoint for every service (S3 and KMS) in the environment only
+    (``aws_env`` in tests/conftest.py)."""
+    return aws_env
 
 
 @pytest.fixture
