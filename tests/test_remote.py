@@ -107,32 +107,18 @@ def test_remote_tampering_and_wrong_key_fail(served):
             f.get_tensor(last)
 
 
-def test_safe_open_over_s3_with_moto(tmp_path, monkeypatch):
+def test_safe_open_over_s3_with_moto(tmp_path, aws_env):
     pytest.importorskip("s3fs")
     boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        s3 = boto3.client("s3", endpoint_url=url)
-        s3.create_bucket(Bucket="models")
-        tensors = {"a": np.arange(300_000, dtype=np.float32), "b": np.ones(7, np.float32)}
-        path = tmp_path / "m.tseal"
-        tsnp.save_file(tensors, path, [KEY])
-        s3.upload_file(str(path), "models", "m.tseal")
-        opts = {"client_kwargs": {"endpoint_url": url}, "skip_instance_cache": True}
-        with tensorseal.safe_open("s3://models/m.tseal", "np", [KEY], storage_options=opts) as f:
-            np.testing.assert_array_equal(f.get_tensor("b"), tensors["b"])
-            np.testing.assert_array_equal(f.get_tensor("a"), tensors["a"])
-        with pytest.raises(FileNotFoundError):
-            tensorseal.safe_open("s3://models/missing.tseal", "np", [KEY], storage_options=opts)
-    finally:
-        server.stop()
+    s3 = boto3.session.Session().client("s3")
+    s3.create_bucket(Bucket="models")
+    tensors = {"a": np.arange(300_000, dtype=np.float32), "b": np.ones(7, np.float32)}
+    path = tmp_path / "m.tseal"
+    tsnp.save_file(tensors, path, [KEY])
+    s3.upload_file(str(path), "models", "m.tseal")
+    opts = {"client_kwargs": {"endpoint_url": aws_env}, "skip_instance_cache": True}
+    with tensorseal.safe_open("s3://models/m.tseal", "np", [KEY], storage_options=opts) as f:
+        np.testing.assert_array_equal(f.get_tensor("b"), tensors["b"])
+        np.testing.assert_array_equal(f.get_tensor("a"), tensors["a"])
+    with pytest.raises(FileNotFoundError):
+        tensorseal.safe_open("s3://models/missing.tseal", "np", [KEY], storage_options=opts)
