@@ -431,6 +431,13 @@ def sign(input: str, sign_keys: tuple[str, ...], threads: int | None, quiet: boo
     _note(quiet, f"signed {input}: {len(signatures)} signature(s)")
 
 
+new_recipient_options = [  # rewrap (without --add: the new set) and rekey
+    click.option("-r", "--recipient", "recipient_strings", multiple=True, help="New recipient (repeatable)."),
+    click.option("-R", "--recipients-file", "recipient_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="File of new recipients (repeatable)."),
+    click.option("--to-key-file", "to_key_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="New recipient: a raw symmetric key file (repeatable)."),
+]
+
+
 def _recipients_from(recipient_strings: Sequence[str], recipient_files: Sequence[str], key_files: Sequence[str]) -> list[Recipient]:
     recipients: list[Recipient] = [parse_recipient(r) for r in recipient_strings]
     for f in recipient_files:
@@ -442,9 +449,7 @@ def _recipients_from(recipient_strings: Sequence[str], recipient_files: Sequence
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False, exists=True))
 @_apply(identity_options)
-@click.option("-r", "--recipient", "recipient_strings", multiple=True, help="New recipient (repeatable). Without --add: the file's recipients become exactly these.")
-@click.option("-R", "--recipients-file", "recipient_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="File of new recipients (repeatable).")
-@click.option("--to-key-file", "to_key_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="New recipient: a raw symmetric key file (repeatable).")
+@_apply(new_recipient_options)
 @click.option("--add", is_flag=True, help="Keep the file's recipients and add the -r ones.")
 @click.option("--remove", "remove_strings", multiple=True, metavar="RECIPIENT", help="Remove the stanzas of this key-service recipient (e.g. awskms:ARN; repeatable).")
 @click.option("--remove-identity", "remove_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Remove the stanzas that this identity file opens (X25519, symmetric; repeatable).")
@@ -479,9 +484,7 @@ def rewrap(
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False, exists=True))
 @_apply(identity_options)
-@click.option("-r", "--recipient", "recipient_strings", multiple=True, help="Recipient of the re-encrypted file (repeatable).")
-@click.option("-R", "--recipients-file", "recipient_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="File of recipients (repeatable).")
-@click.option("--to-key-file", "to_key_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Recipient: a raw symmetric key file (repeatable).")
+@_apply(new_recipient_options)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of replacing INPUT.")
 @sign_key_option
 @threads_option
