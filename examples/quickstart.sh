@@ -66,4 +66,14 @@ python -c "
 d = bytearray(open('tampered.tseal','rb').read()); d[-100] ^= 1
 open('tampered.tseal','wb').write(d)"
 if tensorseal verify tampered.tseal -i key.txt; then echo "tampering NOT detected"; exit 1; fi
+echo "== 8. give a colleague access without re-encrypting (rewrap), then take it away"
+tensorseal keygen -o colleague.txt
+before=$(python -c "import hashlib; d=open('model.tseal','rb').read(); print(hashlib.sha256(d[-4096:]).hexdigest())")
+tensorseal rewrap model.tseal -i key.txt --add -r "$(tensorseal keygen -y colleague.txt)"
+tensorseal verify model.tseal -i colleague.txt
+tensorseal rewrap model.tseal -i key.txt --remove-identity colleague.txt
+if tensorseal verify model.tseal -i colleague.txt -q 2>/dev/null; then echo "removed recipient still opens the file"; exit 1; fi
+after=$(python -c "import hashlib; d=open('model.tseal','rb').read(); print(hashlib.sha256(d[-4096:]).hexdigest())")
+[ "$before" = "$after" ] && echo "the encrypted data was not touched: only the header changed"
+
 echo "== done: everything above ran in $(pwd)"
