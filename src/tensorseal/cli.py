@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -344,8 +345,9 @@ def _critical_selection(
     tensors = sensitivity.read_safetensors(input)
     kwargs = {} if threshold is None else {"threshold": threshold}
     chosen = sensitivity.critical_tensors(tensors, evaluate, **kwargs)
-    lost = "" if not chosen.baseline else f"; without the key the model loses {chosen.relative_degradation:.0%} of its score"
-    _note(quiet, f"critical: encrypting {len(chosen.encrypt)} of {len(tensors)} tensors ({chosen.fraction:.1%} of the bytes){lost}")
+    lost = chosen.relative_degradation
+    said = f"; without the key the model loses {min(lost, 1.0):.0%} of its score" if math.isfinite(lost) else ""
+    _note(quiet, f"critical: encrypting {len(chosen.encrypt)} of {len(tensors)} tensors ({chosen.fraction:.2%} of the bytes){said}")
     if not chosen.reached:
         _note(quiet, f"critical: the threshold {chosen.threshold:g} was not reached: every tensor is encrypted")
     return selection.exact(chosen.encrypt)

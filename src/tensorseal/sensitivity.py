@@ -30,8 +30,9 @@ must be positive.
 
 Typical use (the CLI's ``--critical auto --eval MODULE:FUNCTION``)::
 
+    tensors = read_safetensors("model.safetensors")
     sel = critical_tensors(tensors, load_evaluator("my_eval:evaluate"), threshold=0.9)
-    tensorseal.encrypt_file(src, dst, recipients, encrypt_only=selection.exact(sel.encrypt))
+    tensorseal.numpy.save_file(tensors, "model.tseal", recipients, encrypt_only=selection.exact(sel.encrypt))
 
 Only numpy is imported here; evaluators import whatever framework they need.
 """
