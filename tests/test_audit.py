@@ -1,7 +1,7 @@
 """The audit log: one JSON-lines record (and one logging record) per unwrap attempt.
 
 Real sealed files, real identities and a real KMS (moto's server, from
-tests/recipients/conftest.py); the "refused" case is a Vault key with no server set, a
+tests/conftest.py); the "refused" case is a Vault key with no server set, a
 real refusal that needs no network.
 """
 
@@ -53,7 +53,6 @@ from tensorseal.recipients import (
 from tensorseal.rotation import rekey, rewrap
 from tensorseal.writer import SealOptions, write_sealed
 
-from .recipients.conftest import aws_env, moto_url  # noqa: F401  (the real KMS fixtures)
 
 FIELDS = [
     "time", "event", "outcome", "error", "detail", "file", "file_id", "model", "recipient",
@@ -209,7 +208,7 @@ def test_other_failures_are_errors_with_their_class(tmp_path, log, identity, cas
     assert (rec["outcome"], rec["error"]) == ("error", error.__name__)
 
 
-def test_aws_kms_records_name_the_key_arn(tmp_path, log, aws_env):  # noqa: F811
+def test_aws_kms_records_name_the_key_arn(tmp_path, log, aws_env):
     boto3 = pytest.importorskip("boto3")
     kms = boto3.client("kms")
     arn = kms.create_key(Description="tensorseal audit test")["KeyMetadata"]["Arn"]

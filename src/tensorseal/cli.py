@@ -697,6 +697,13 @@ def push_command(
     _note(quiet, f"pushed {input} -> {result.url} ({result.size} bytes, {result.parts} part(s), {sse})")
 
 
+https_options = [  # the client side of `tensorseal serve` (pull https://..., activate); docs/SERVING.md
+    click.option("--cert", type=click.Path(dir_okay=False, exists=True), help="https: client certificate (PEM)."),
+    click.option("--key", type=click.Path(dir_okay=False, exists=True), help="https: the client certificate's private key (PEM)."),
+    click.option("--ca", type=click.Path(dir_okay=False, exists=True), help="https: CA certificate(s) the server's certificate must chain to."),
+]
+
+
 @cli.command("pull")
 @click.argument("url")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: the key's last part, here).")
@@ -704,6 +711,7 @@ def push_command(
 @_apply(signer_options)
 @click.option("--no-resume", is_flag=True, help="Start over even if an interrupted pull left OUTPUT.partial.")
 @_apply(s3_transfer_options)
+@_apply(https_options)
 @force_option
 @threads_option
 @quiet_option
@@ -711,15 +719,22 @@ def pull_command(
     url: str, output: str | None, identity_files: tuple[str, ...], key_files: tuple[str, ...], passphrase: bool,
     signer_keys: tuple[str, ...], signer_files: tuple[str, ...], require_signature: bool, expect_name: str | None,
     expect_version: str | None, min_version: str | None, expect_file: str | None, no_resume: bool, part_size: int,
-    concurrency: int, force: bool, threads: int | None, quiet: bool,
+    concurrency: int, cert: str | None, key: str | None, ca: str | None, force: bool, threads: int | None, quiet: bool,
 ) -> None:  # fmt: skip
-    """Download the sealed object at URL to OUTPUT. OUTPUT appears only once the file
-    checked out: sealed and of consistent size, its tensorseal-blake3 digest, with --signer
-    a trusted publisher signature (no key needed), with -i every tag. An interrupted pull
-    leaves OUTPUT.partial, and the next pull resumes it if the object did not change."""
+    """Download the sealed object at URL (s3://BUCKET/KEY, or https://HOST/models/NAME/VERSION
+    from `tensorseal serve`, with --cert/--key/--ca) to OUTPUT. OUTPUT appears only once the
+    file checked out: sealed and of consistent size, its digest, with --signer a trusted
+    publisher signature (no key needed), with -i every tag. An interrupted pull leaves
+    OUTPUT.partial, and the next pull resumes it if the file did not change."""
     from .s3 import object_size, parse_url
     from .s3 import pull as do_pull
 
+    checks = _checks(signer_keys, signer_files, require_signature, expect_name, expect_version, min_version, expect_file)
+    if url.startswith(("https://", "http://")):
+        _pull_https(url, output, identity_files, key_files, passphrase, checks, no_resume, cert, key, ca, force, threads, quiet)
+        return
+    if cert or key or ca:
+        raise UsageError("--cert, --key and --ca go with https:// URLs")
     target = parse_url(url)
     name = target.key.rsplit("/", 1)[-1]
     if output is None and name in ("", ".", ".."):
@@ -729,7 +744,6 @@ def pull_command(
     identities = None
     if identity_files or key_files or passphrase or _licence_given():
         identities = _collect_identities(identity_files, key_files, passphrase, output)
-    checks = _checks(signer_keys, signer_files, require_signature, expect_name, expect_version, min_version, expect_file)
     with _progress("download", object_size(target) if not quiet and sys.stderr.isatty() else 0, quiet) as progress:
         result = do_pull(
             target, output, identities=identities, part_size=part_size << 20, concurrency=concurrency,
@@ -782,6 +796,202 @@ def audit_bucket_command(url: str, fix: bool, kms_key: str | None, as_json: bool
     if failing:
         hint = "see the fix column" if fix else f"run `tensorseal audit-bucket s3://{target.bucket} --fix --kms-key KEY`"
         raise BucketAuditError(f"s3://{target.bucket}: {len(failing)} check(s) fail: {', '.join(failing)}", hint=hint)
+
+
+# ---- the HTTPS server and its clients (docs/SERVING.md) -----------------------------------
+def _pull_https(
+    url: str, output: str | None, identity_files: Sequence[str], key_files: Sequence[str], passphrase: bool,
+    checks: dict[str, Any], no_resume: bool, cert: str | None, key: str | None, ca: str | None, force: bool,
+    threads: int | None, quiet: bool,
+) -> None:  # fmt: skip
+    """`tensorseal pull https://HOST/models/NAME/VERSION` (tensorseal.client.pull)."""
+    from .client import parse_model_url
+    from .client import pull as do_pull
+
+    target = parse_model_url(url)
+    if ca is None:
+        raise UsageError("https:// needs --ca (the server's CA certificate)", hint="with --cert and --key: the client certificate")
+    output = output or f"{target.name}-{target.version}{SUFFIX}"
+    _check_output(output, force)
+    identities = None
+    if identity_files or key_files or passphrase or _licence_given():
+        identities = _collect_identities(identity_files, key_files, passphrase, output)
+    bar = contextlib.ExitStack()
+    state: dict[str, Any] = {}
+
+    def progress(n: int) -> None:  # the size is known only once the manifest is read
+        if "advance" not in state:
+            state["advance"] = bar.enter_context(_progress("download", state.get("total", 0), quiet))
+        if state["advance"] is not None:
+            state["advance"](n)
+
+    with bar:
+        show = not quiet and sys.stderr.isatty()
+        if show:
+            from .client import _http, _manifest
+            from .tls import client_context
+
+            with _http(client_context(cert, key, ca), 60.0) as http:
+                state["total"] = _manifest(http, target)[2].size
+        result = do_pull(
+            target, output, cert=cert, key=key, ca=ca, identities=identities, threads=threads,
+            progress=progress if show else None, resume=not no_resume, **checks,
+        )  # fmt: skip
+    done = ["sealed file, size, manifest digest"]
+    done += ["BLAKE3"] if result.digest_checked else []
+    done += [f"publisher signature ({result.signed_by})"] if result.signature_checked else []
+    done += [f"{result.header.segment_count} segment tag(s)"] if result.tags_checked else []
+    resumed = f", resumed after {result.resumed_bytes}" if result.resumed_bytes else ""
+    _note(quiet, f"pulled {result.url} -> {output} ({result.size} bytes{resumed}): {', '.join(done)} verified")
+
+
+@cli.command("serve")
+@click.option("--models", required=True, type=click.Path(file_okay=False, exists=True), help="Directory of sealed models (each file's --name/--model-version names it).")
+@click.option("--cert", required=True, type=click.Path(dir_okay=False, exists=True), help="Server certificate (PEM).")
+@click.option("--key", required=True, type=click.Path(dir_okay=False, exists=True), help="Server private key (PEM).")
+@click.option("--client-ca", required=True, type=click.Path(dir_okay=False, exists=True), help="CA certificate(s) client certificates must chain to.")
+@click.option("--db", help="Licence database URL: sqlite:///PATH (default: $TENSORSEAL_DB, else ./tensorseal-licences.sqlite3) or postgresql://...")
+@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to listen on (port 0: any free port).")
+@click.option("--sign-key", "sign_keys", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Vendor signing key: signs manifests and licences (repeatable; the first signs licences).")
+@click.option("--master", "master_files", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Master key of a model version whose licences this server activates (repeatable).")
+@click.option("--licence-days", "--license-days", "licence_days", type=int, default=30, show_default=True, help="An activated licence blob expires after this many days (or with its licence): renewals re-check revocation.")
+@click.option("--max-failures", type=int, default=10, show_default=True, help="Failed activations per client certificate before it must wait...")
+@click.option("--failure-window", type=int, default=600, show_default=True, help="...this many seconds.")
+@click.option("--audit-log", type=click.Path(dir_okay=False), help="Append audit records here (default: $TENSORSEAL_AUDIT_LOG).")
+@threads_option
+def serve_command(
+    models: str, cert: str, key: str, client_ca: str, db: str | None, listen: str, sign_keys: tuple[str, ...],
+    master_files: tuple[str, ...], licence_days: int, max_failures: int, failure_window: int, audit_log: str | None,
+    threads: int | None,
+) -> None:  # fmt: skip
+    """Serve the sealed models under --models over HTTPS (TLS 1.3 only, client
+    certificates from --client-ca required): GET /models/NAME/VERSION (Range, ETag),
+    /models/NAME/VERSION/manifest (signed with --sign-key), and with --master and
+    --sign-key, POST /activate for licences in --db (`tensorseal license add`)."""
+    from . import audit
+    from .server.app import ServerConfig, announce, run
+
+    if audit_log:
+        audit.configure(audit_log)
+    config = ServerConfig(
+        models=models, cert=cert, key=key, client_ca=client_ca, db=db, listen=listen,
+        sign_keys=[SigningKey.from_file(k) for k in sign_keys], masters=[MasterKey.from_file(m) for m in master_files],
+        licence_days=licence_days, max_failures=max_failures, failure_window=failure_window, threads=threads,
+    )  # fmt: skip
+    run(config, ready=announce)
+
+
+@cli.command("dev-certs")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--days", type=int, default=90, show_default=True, help="Validity of the certificates.")
+@click.option("--client-name", default="tensorseal-dev-client", show_default=True, help="Common name of the client certificate.")
+@force_option
+def dev_certs_command(directory: str, days: int, client_name: str, force: bool) -> None:
+    """Make a throwaway CA, a server certificate for 127.0.0.1/localhost and a client
+    certificate in DIRECTORY, to try `tensorseal serve` on one machine. Not for production."""
+    from .tls import make_dev_certs
+
+    certs = make_dev_certs(directory, days=days, client_name=client_name, force=force)
+    click.echo(f"wrote {certs.ca} (CA), {certs.server_cert} + {certs.server_key} (server), "
+               f"{certs.client_cert} + {certs.client_key} (client); keys are mode 0600", err=True)  # fmt: skip
+
+
+@cli.command("activate")
+@click.argument("url")
+@click.option("--license-key", "--licence-key", "licence_key", help=f"Licence key TSEAL-LICENCE-KEY-1... (or {LICENCE_KEY_ENV}).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The licence file to write.")
+@click.option("--device", help="Device fingerprint tsealdev1... (default: this device's, `tensorseal device-id`).")
+@click.option("--vendor", "vendor_keys", multiple=True, help="Trusted vendor key tsealpub1...: the licence must be signed by it (repeatable).")
+@_apply(https_options)
+@force_option
+@quiet_option
+def activate_command(
+    url: str, licence_key: str | None, output: str, device: str | None, vendor_keys: tuple[str, ...],
+    cert: str | None, key: str | None, ca: str | None, force: bool, quiet: bool,
+) -> None:  # fmt: skip
+    """Activate a licence on this device at the server URL (https://HOST[:PORT]) and write
+    the licence file. The licence is checked before it is written: it opens on this
+    device with the licence key (and, with --vendor, is signed by a trusted vendor)."""
+    from .client import activate
+
+    licence_key = licence_key or os.environ.get(LICENCE_KEY_ENV)
+    if not licence_key:
+        raise UsageError("no licence key", hint=f"pass --license-key or set {LICENCE_KEY_ENV}")
+    if ca is None:
+        raise UsageError("activate needs --ca (the server's CA certificate)", hint="and --cert/--key: the client certificate")
+    _check_output(output, force)
+    result = activate(url, licence_key, cert=cert, key=key, ca=ca, device=device, vendors=vendor_keys or None)
+    with atomic_output(output, durable=True) as fd:
+        os.write(fd, result.blob)
+    lic = result.licence
+    again = "re-activated" if result.reactivation else "activated"
+    vendor = "" if result.vendor_checked else f"; vendor key {lic.vendor} not checked (pass --vendor)"
+    _note(quiet, f"{again} {lic.model.name} {lic.model.version} for {lic.licensee!r}: seat {result.seat} of "
+                 f"{result.seats}, expires {lic.expires.isoformat()} -> {output}{vendor}")  # fmt: skip
+
+
+db_option = click.option("--db", help="Licence database URL: sqlite:///PATH (default: $TENSORSEAL_DB, else ./tensorseal-licences.sqlite3) or postgresql://...")
+
+
+@license_group.command("add")
+@db_option
+@click.option("--seats", type=int, required=True, help="Devices that may hold the licence at once.")
+@click.option("--model", required=True, help="Model name (as sealed, and as the server's --master key).")
+@click.option("--model-version", "--version", "model_version", required=True, help="Model version.")
+@click.option("--licensee", required=True, help="Who the licence is for (not secret).")
+@click.option("--expires", required=True, help="Expiry in UTC: YYYY-MM-DD (midnight) or an ISO 8601 time.")
+@quiet_option
+def license_add(db: str | None, seats: int, model: str, model_version: str, licensee: str, expires: str, quiet: bool) -> None:
+    """Create a licence in the activation server's database; prints its licence key
+    (stdout; give it to the customer, it is not stored) and its id (stderr)."""
+    from datetime import datetime
+
+    from .server.licences import LicenceStore
+
+    try:
+        expiry = datetime.fromisoformat(expires)
+    except ValueError:
+        raise UsageError(f"--expires {expires!r} is not a date", hint="use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ") from None
+    with LicenceStore(db) as store:
+        licence_key, record = store.add(model=model, version=model_version, licensee=licensee, seats=seats, expires=expiry)
+    click.echo(str(licence_key))
+    _note(quiet, f"licence {record.licence_id}: {model} {model_version}, {seats} seat(s), for {licensee!r}, expires {record.expires.isoformat()}")
+
+
+@license_group.command("revoke")
+@click.argument("licence")
+@db_option
+@click.option("--reason", help="Why (kept in the database).")
+@quiet_option
+def license_revoke(licence: str, db: str | None, reason: str | None, quiet: bool) -> None:
+    """Revoke LICENCE (its id, or its licence key): the server refuses new activations and
+    renewals from now on. Licence files already issued open until they expire
+    (serve --licence-days)."""
+    from .server.licences import LicenceStore
+
+    with LicenceStore(db) as store:
+        record = store.revoke(licence, reason=reason)
+    assert record.revoked is not None
+    _note(quiet, f"licence {record.licence_id} ({record.model_name} {record.model_version}, {record.licensee!r}) "
+                 f"revoked at {record.revoked.isoformat()}; {record.seats_used} device(s) held seats")  # fmt: skip
+
+
+@license_group.command("list")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with each licence's seats).")
+def license_list(db: str | None, as_json: bool) -> None:
+    """List the licences in the activation server's database, with the seats in use."""
+    from .server.licences import LicenceStore
+
+    with LicenceStore(db) as store:
+        records = store.list()
+        seats = {r.licence_id: store.activations(r.licence_id) for r in records} if as_json else {}
+    if as_json:
+        click.echo(json.dumps([{**r.to_json(), "activations": seats[r.licence_id]} for r in records], indent=2))
+        return
+    for r in records:
+        state = f"revoked {r.revoked.date().isoformat()}" if r.revoked else f"expires {r.expires.date().isoformat()}"
+        click.echo(f"{r.licence_id}  {r.model_name} {r.model_version}  {r.seats_used}/{r.seats} seats  {state}  {r.licensee}")
 
 
 # ---- the one place where errors become exit codes ---------------------------------------

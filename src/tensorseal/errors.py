@@ -114,6 +114,18 @@ class WrongLicenceKeyError(LicenceError):
     hint = "use the TSEAL-LICENCE-KEY-1... key that was issued with this licence file"
 
 
+class LicenceRevokedError(LicenceError):
+    """The activation server refuses the licence: the vendor revoked it."""
+
+    hint = "ask the vendor: a revoked licence cannot be activated or renewed"
+
+
+class SeatLimitError(LicenceError):
+    """The activation server refuses a new device: every seat of the licence is taken."""
+
+    hint = "activate on a device that already holds a seat, or ask the vendor for more seats"
+
+
 # --- tampering ---------------------------------------------------------------------
 class AuthenticationError(TensorSealError):
     """A MAC or AEAD tag did not verify: the file was modified or corrupted."""
@@ -168,6 +180,21 @@ class BucketAuditError(StorageError):
     hint = "run `tensorseal audit-bucket s3://BUCKET --fix --kms-key KEY`"
 
 
+# --- tensorseal server (HTTPS) ---------------------------------------------------------
+class ServerError(TensorSealError):
+    """A tensorseal server refused a request or could not be reached (TLS handshake, HTTP
+    error), a download from it failed, or its licence database cannot be used."""
+
+    hint = "check the URL, --cert/--key/--ca, and that `tensorseal serve` is running there"
+
+
+class RateLimitedError(ServerError):
+    """The server refuses activations from this client certificate for a while: too many
+    failed attempts."""
+
+    hint = "wait and try again with the right licence key"
+
+
 # --- caller mistakes -----------------------------------------------------------------
 class UsageError(TensorSealError):
     """The call itself is wrong: missing recipients, incompatible options, unknown tensor."""
@@ -188,12 +215,16 @@ __all__ = [
     "LayoutError",
     "LicenceError",
     "LicenceExpiredError",
+    "LicenceRevokedError",
     "LimitExceededError",
     "ManifestError",
     "ModelMismatchError",
     "NoIdentityMatchError",
     "NotSealedError",
+    "RateLimitedError",
+    "SeatLimitError",
     "SegmentAuthenticationError",
+    "ServerError",
     "SignatureError",
     "StorageError",
     "TensorSealError",
