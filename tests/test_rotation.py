@@ -215,3 +215,17 @@ def test_cli_rewrap_and_rekey(tmp_path, capsys):
     assert main(["decrypt", str(out), "-i", str(keys["alice"]), "-o", str(back), "-q"]) == 0
     assert back.read_bytes() == src.read_bytes()
     assert main(["rekey", str(sealed), "-i", str(keys["bob"])]) == 2  # no recipients
+
+
+def test_rewrap_of_a_truncated_or_foreign_file_changes_nothing(sealed, tmp_path):
+    path, _ = sealed
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-10])
+    with pytest.raises(tensorseal.errors.TruncatedError):
+        rotation.rewrap(path, [ALICE], add=[BOB.recipient()])
+    assert path.read_bytes() == raw[:-10]
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"not sealed" * 100)
+    with pytest.raises(tensorseal.errors.NotSealedError):
+        rotation.rewrap(plain, [ALICE], add=[BOB.recipient()])
+    assert plain.read_bytes() == b"not sealed" * 100

@@ -24,7 +24,7 @@ from .format.segments import Segment
 from .reader import SealedFile
 from .recipients import Identity, KeyContext, Recipient, to_recipients
 from .signing import SigningKey, to_signing_keys
-from .writer import SealOptions, write_sealed
+from .writer import SealOptions, head_bytes, write_sealed
 
 __all__ = ["RewrapResult", "rekey", "rewrap"]
 
@@ -109,8 +109,7 @@ def rewrap(
     compromise use :func:`rekey`. ``_stop_after`` (tests) stops after that protocol step.
     Raises UsageError, and the errors of opening the file with ``identities``.
     """
-    if recipients is None and not add and not remove:
-        add = ()  # rewrite the stanzas as they are: still useful to repair a damaged slot
+    # with no change asked for, the stanzas are written again: that repairs a damaged slot
     fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # one rewrap at a time; readers need no lock
@@ -148,7 +147,7 @@ def _rewrite_with_new_head(sealed: SealedFile, header: Header, durable: bool) ->
     raw = encode_header(header)
     hlen = len(raw) + C.HEADER_RESERVE
     index = sealed.index_section
-    shift = (slot_offset(C.HEAD_SLOTS, hlen) - slot_offset(C.HEAD_SLOTS, sealed.header_len))
+    shift = slot_offset(C.HEAD_SLOTS, hlen) - slot_offset(C.HEAD_SLOTS, sealed.header_len)
     tags_offset = header.tags_offset + shift
     data_offset = -(-(tags_offset + header.tags_length) // C.DATA_ALIGNMENT) * C.DATA_ALIGNMENT
     header = dataclasses.replace(header, tags_offset=tags_offset, data_offset=data_offset)
@@ -156,8 +155,6 @@ def _rewrite_with_new_head(sealed: SealedFile, header: Header, durable: bool) ->
     if len(raw) > hlen:  # the offsets grew by a digit or two: the reserve absorbs it
         raise UsageError("header does not fit after relayout")  # pragma: no cover (4096 spaces of reserve)
     area = pad_header(raw, hlen)
-    from .writer import head_bytes
-
     front = head_bytes(area, sealed.mac_function, index)
     with atomic_output(sealed.path, durable=durable) as out:
         os.pwrite(out, front, 0)
