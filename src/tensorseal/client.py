@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import errors as _errors
+from ._download import PARTIAL_SUFFIX, SIDECAR_SUFFIX, blake3_of_fd, partial_download, sync
 from .checks import Checks, SignersArg, _version
 from .device import DeviceFingerprint, this_device
 from .errors import (
@@ -51,7 +52,7 @@ from .manifest import CONTEXT as MANIFEST_CONTEXT
 from .manifest import _digest, _parse
 from .reader import SealedFile
 from .recipients.licence import MAX_LICENCE_SIZE, Licence, LicenceIdentity, LicenceKey
-from .s3.transfer import PARTIAL_SUFFIX, SIDECAR_SUFFIX, _lock, _sync, _sync_directory, _with_place, blake3_of_fd
+from .s3.transfer import _with_place
 from .signing import VerifyingKey, to_verifying_keys
 from .tls import client_context
 
@@ -256,34 +257,21 @@ def pull(
     with _http(ctx, timeout) as http:
         body, sigs, entry, _identity = _manifest(http, target)
         digest_b64 = base64.b64encode(entry.digest).decode("ascii")
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        keep = True
-        try:
-            _lock(fd, partial)
+        with partial_download(dst, ServerError) as download:
+            fd = download.fd
             old = _Sidecar.load(sidecar) if resume else None
             if old is None or (old.url, old.size, old.digest) != (target.url, entry.size, digest_b64) \
                     or os.fstat(fd).st_size < old.done:  # fmt: skip
                 old = None
                 os.ftruncate(fd, 0)
             state, announced, resumed = _download(http, target, fd, entry.size, digest_b64, old, sidecar, progress)
-            keep = False  # every byte is here: a failed check from now on discards the file
+            download.all_bytes_in()  # a failed check from now on discards the file
             digest_checked = announced is not None
             if announced is not None and blake3_of_fd(fd, entry.size) != announced.lower():
                 raise ServerError(f"{target}: the downloaded bytes do not match the server's BLAKE3 digest",
                                   hint="run the pull again (the partial download was discarded)")  # fmt: skip
             header, signed_by = _verify(partial, target, entry, body, sigs, checks, identities, threads)
-            _sync(fd)
-            os.unlink(sidecar)
-            os.replace(partial, dst)
-        except BaseException:
-            if not keep:
-                for path in (partial, sidecar):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-            raise
-        finally:
-            os.close(fd)
-    _sync_directory(dst)
+            download.commit()
     return HttpsPullResult(
         url=target, path=dst, size=entry.size, etag=state.etag, resumed_bytes=resumed, digest_checked=digest_checked,
         signature_checked=checks.signers is not None, signed_by=signed_by, tags_checked=identities is not None,
@@ -335,10 +323,10 @@ def _download(
             if progress is not None:
                 progress(len(chunk))
             if offset - synced >= SYNC_EVERY:
-                _sync(fd)
+                sync(fd)
                 state.done = synced = offset
                 state.save(sidecar)
-        _sync(fd)
+        sync(fd)
         state.done = offset
         state.save(sidecar)
         if offset != size:

@@ -17,9 +17,7 @@ size, and on request the publisher signature and every AEAD tag.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import mmap
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -28,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import __version__
+from .._download import PARTIAL_SUFFIX, SIDECAR_SUFFIX, blake3_of_fd, partial_download, sync
 from ..checks import Checks, SignersArg
 from ..errors import (
     AuthenticationError,
@@ -57,8 +56,6 @@ MAX_PART_SIZE = 5 << 30  # S3's maximum part size
 MAX_PARTS = 10_000  # S3's maximum part count
 DEFAULT_PART_SIZE = 16 << 20
 DEFAULT_CONCURRENCY = 8
-PARTIAL_SUFFIX = ".partial"
-SIDECAR_SUFFIX = ".partial.json"
 _SIDECAR_VERSION = 1
 _READ_CHUNK = 1 << 20
 
@@ -119,17 +116,6 @@ def _transfer_config(size: int, part_size: int, concurrency: int) -> Any:
 def _check_concurrency(concurrency: int) -> None:
     if not 1 <= concurrency <= 64:
         raise UsageError(f"concurrency {concurrency} is outside 1..64")
-
-
-def blake3_of_fd(fd: int, size: int) -> str:
-    """Hex BLAKE3 of the first ``size`` bytes of ``fd`` (memory-mapped, multithreaded)."""
-    from blake3 import blake3
-
-    hasher = blake3(max_threads=blake3.AUTO)
-    if size:
-        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
-            hasher.update(view)
-    return hasher.hexdigest()
 
 
 def _with_place(exc: _E, where: str) -> _E:
@@ -332,21 +318,6 @@ def _parts(size: int, part_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + part_size, size)) for start in range(0, size, part_size)]
 
 
-def _lock(fd: int, path: str) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks here
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise StorageError(f"another pull is writing {path}", hint="wait for it to finish") from None
-
-
-def _sync(fd: int) -> None:
-    getattr(os, "fdatasync", os.fsync)(fd)
-
-
 class _Stopped(Exception):
     """A worker noticed that the pull is being abandoned."""
 
@@ -399,7 +370,7 @@ def _download(
             raise StorageError(
                 f"{where} ended at byte {offset} of part {i} (expected {end})", hint="run the same pull again to resume"
             )
-        _sync(fd)
+        sync(fd)
         return i
 
     with ThreadPoolExecutor(max_workers=min(concurrency, len(todo)), thread_name_prefix="tensorseal-pull") as pool:
@@ -464,17 +435,15 @@ def pull(
     if wants_identity and identities is None and checks.signers is None:
         raise UsageError("the model identity can be checked only with a signature or a key", hint="add --signer or -i")
     dst = os.fspath(dst)
-    partial, sidecar = dst + PARTIAL_SUFFIX, dst + SIDECAR_SUFFIX
+    partial, sidecar = dst + PARTIAL_SUFFIX, dst + SIDECAR_SUFFIX  # what partial_download opens
     client = client or make_client(max_pool=concurrency + 2)
     head = call(client, "head_object", str(target), Bucket=target.bucket, Key=target.key)
     size, etag = int(head["ContentLength"]), str(head["ETag"])
     digest = (head.get("Metadata") or {}).get(META_DIGEST)
     check_remote_header(client, target, etag, size)
 
-    fd = os.open(partial, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-    keep = True  # keep the partial file for a resume unless a check says it is bad
-    try:
-        _lock(fd, partial)
+    with partial_download(dst, StorageError) as download:
+        fd = download.fd
         old = _State.load(sidecar) if resume else None
         fresh = old is None or (old.bucket, old.key, old.etag, old.size) != (target.bucket, target.key, etag, size) \
             or not _usable_part_size(size, old.part_size) or os.fstat(fd).st_size != size  # fmt: skip
@@ -492,7 +461,7 @@ def pull(
             progress(resumed)
         _download(client, target, fd, state, sidecar, concurrency, progress)
 
-        keep = False  # every byte is here: from now on a failed check discards the file
+        download.all_bytes_in()  # from now on a failed check discards the file
         if digest is not None and blake3_of_fd(fd, size) != digest.lower():
             raise StorageError(
                 f"{target}: the downloaded bytes do not match the object's tensorseal-blake3 digest",
@@ -507,31 +476,11 @@ def pull(
                     header = sealed.header
         except (FormatError, AuthenticationError, ModelMismatchError) as exc:
             raise _with_place(exc, str(target)) from None
-        _sync(fd)
-        os.unlink(sidecar)
-        os.replace(partial, dst)
-    except BaseException:
-        if not keep:
-            for path in (partial, sidecar):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-        raise
-    finally:
-        os.close(fd)
-    _sync_directory(dst)
+        download.commit()
     return PullResult(
         url=target, path=dst, size=size, etag=etag, resumed_bytes=resumed, digest_checked=digest is not None,
         signature_checked=signature_checked, tags_checked=identities is not None, header=header,
     )  # fmt: skip
-
-
-def _sync_directory(path: str) -> None:
-    with contextlib.suppress(OSError):  # not possible on every platform / file system
-        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def object_size(url: str | S3Url, *, client: Any = None) -> int:

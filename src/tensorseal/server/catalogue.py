@@ -26,12 +26,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .._download import blake3_of_fd
 from ..errors import FormatError, UsageError
 from ..format.constants import MAGIC
 from ..manifest import CONTEXT as MANIFEST_CONTEXT
 from ..manifest import Entry, _body, _digest
 from ..reader import SealedFile
-from ..s3.transfer import blake3_of_fd
 from ..signing import SigningKey
 
 __all__ = ["NAME_PATTERN", "Catalogue", "Model", "valid_name"]
