@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import ModelMismatchError, NotSealedError, UsageError
+from .format.header import ModelIdentity
 from .reader import SealedFile
 from .signing import VerifyingKey, load_trusted_signers, to_verifying_keys
 
@@ -84,11 +85,24 @@ class Checks:
         ModelMismatchError."""
         if self.signers is not None:
             sealed.check_signatures(self.signers, threads=threads)
-        if self.name is None and self.version is None and self.min_version is None and self.file is None:
+        if not self.expects_identity:
             return
         if not (sealed.unlocked or self.signers is not None):
             raise UsageError("the model identity can be trusted only after unlock() or a signature check")
-        got = sealed.header.identity
+        self.check_identity(sealed.header.identity)
+
+    @property
+    def expects_identity(self) -> bool:
+        return any(v is not None for v in (self.name, self.version, self.min_version, self.file))
+
+    def require_source(self, identities: object) -> None:
+        """For callers that check a file before it is opened for use (pulls): an expected
+        identity needs a key or a signature to be trusted. Raises UsageError."""
+        if self.expects_identity and identities is None and self.signers is None:
+            raise UsageError("the model identity can be checked only with a signature or a key", hint="add --signer or -i")
+
+    def check_identity(self, got: ModelIdentity) -> None:
+        """Compare an authentic model identity with what is expected. Raises ModelMismatchError."""
         for what, want, have in (("name", self.name, got.name), ("version", self.version, got.version), ("file", self.file, got.file)):
             if want is not None and want != have:
                 raise ModelMismatchError(f"model {what} is {have!r}, expected {want!r}")

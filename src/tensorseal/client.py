@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from . import errors as _errors
 from ._download import PARTIAL_SUFFIX, SIDECAR_SUFFIX, blake3_of_fd, partial_download, sync
-from .checks import Checks, SignersArg, _version
+from .checks import Checks, SignersArg
 from .device import DeviceFingerprint, this_device
 from .errors import (
     AuthenticationError,
@@ -248,9 +248,7 @@ def pull(
     """
     target = parse_model_url(url) if isinstance(url, str) else url
     checks = Checks.build(signers, **expect)
-    wants_identity = any(expect.get(k) is not None for k in ("expect_name", "expect_version", "min_version", "expect_file"))
-    if wants_identity and identities is None and checks.signers is None:
-        raise UsageError("the model identity can be checked only with a signature or a key", hint="add --signer or -i")
+    checks.require_source(identities)
     dst = os.fspath(dst)
     partial, sidecar = dst + PARTIAL_SUFFIX, dst + SIDECAR_SUFFIX
     ctx = client_context(cert, key, ca)
@@ -362,27 +360,12 @@ def _verify(
             if identities is not None:
                 sealed.unlock(identities)
             if sealed.unlocked or signed_by is not None:
-                _check_identity(sealed.header, checks)
+                checks.check_identity(sealed.header.identity)  # the manifest's signature counts too
             if identities is not None:
                 sealed.verify(threads=threads)
             return sealed.header, signed_by
     except (FormatError, AuthenticationError, ModelMismatchError) as exc:
         raise _with_place(exc, where) from None
-
-
-def _check_identity(header: Header, checks: Checks) -> None:
-    """The checks of :meth:`Checks.apply` on an authentic header (its signature is the
-    manifest's, which ``Checks.apply`` does not know). Raises ModelMismatchError."""
-    got = header.identity
-    for what, want, have in (("name", checks.name, got.name), ("version", checks.version, got.version),
-                             ("file", checks.file, got.file)):  # fmt: skip
-        if want is not None and want != have:
-            raise ModelMismatchError(f"model {what} is {have!r}, expected {want!r}")
-    if checks.min_version is not None:
-        if got.version is None:
-            raise ModelMismatchError(f"the file has no model version, expected at least {checks.min_version}")
-        if _version(got.version, "model version") < _version(checks.min_version, "minimum version"):
-            raise ModelMismatchError(f"model version {got.version} is older than the minimum {checks.min_version}")
 
 
 # ---- activation -------------------------------------------------------------------------

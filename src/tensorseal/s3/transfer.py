@@ -429,11 +429,7 @@ def pull(
         raise UsageError(f"{target} names no object", hint="write s3://BUCKET/KEY")
     _check_concurrency(concurrency)
     checks = Checks.build(signers, **expect)
-    wants_identity = any(
-        expect.get(k) is not None for k in ("expect_name", "expect_version", "min_version", "expect_file")
-    )
-    if wants_identity and identities is None and checks.signers is None:
-        raise UsageError("the model identity can be checked only with a signature or a key", hint="add --signer or -i")
+    checks.require_source(identities)
     dst = os.fspath(dst)
     partial, sidecar = dst + PARTIAL_SUFFIX, dst + SIDECAR_SUFFIX  # what partial_download opens
     client = client or make_client(max_pool=concurrency + 2)
