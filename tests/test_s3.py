@@ -552,3 +552,17 @@ def test_urls():
             ts3.parse_url(bad)
     with pytest.raises(UsageError, match="names no object"):
         ts3.pull("s3://bkt/dir/", "out")
+
+
+def test_an_expected_identity_needs_a_key_or_a_signature(tmp_path):
+    """Without -i or --signer the header of a pulled file is unauthenticated: an
+    expected name or version could not be trusted, so the pull refuses to start."""
+    from tensorseal.client import pull as https_pull
+    from tensorseal.s3 import pull as s3_pull
+
+    with pytest.raises(UsageError, match="only with a signature or a key"):
+        s3_pull("s3://models/m.tseal", tmp_path / "m.tseal", expect_name="m")
+    with pytest.raises(UsageError, match="only with a signature or a key"):
+        https_pull("https://127.0.0.1:1/models/m/1", tmp_path / "m.tseal", cert=None, key=None, ca=tmp_path / "ca.pem",
+                   min_version="1.0")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
