@@ -139,6 +139,18 @@ def _licence_identities() -> list[Identity]:
     return [LicenceIdentity.from_file(path, key, trusted_vendors=vendors)]
 
 
+def _write_key(text: str, output: str | None, force: bool) -> bool:
+    """A key file's text to stdout, or durably to ``output`` (mode 0600, atomic).
+    Returns whether a file was written. Raises UsageError if it exists without --force."""
+    if output is None:
+        click.echo(text, nl=False)
+        return False
+    _check_output(output, force)
+    with atomic_output(output, durable=True) as fd:  # mkstemp: mode 0600
+        os.write(fd, text.encode("utf-8"))
+    return True
+
+
 def _default_output(src: str, encrypting: bool) -> str:
     if encrypting:
         return src + SUFFIX
@@ -242,13 +254,7 @@ def keygen(output: str | None, to_public: str | None, symmetric: bool, signing: 
         ident = X25519Identity.generate()
         public = str(ident.recipient())
         text = f"# created: {created}\n# recipient: {public}\n{ident}\n"
-    if output is None:
-        click.echo(text, nl=False)
-        return
-    _check_output(output, force)
-    with atomic_output(output, durable=True) as fd:  # mkstemp: mode 0600
-        os.write(fd, text.encode("ascii"))
-    if public:
+    if _write_key(text, output, force) and public:
         click.echo(f"Public key: {public}", err=True)
 
 
@@ -609,13 +615,8 @@ def license_new_master(output: str | None, name: str, model_version: str, force:
         f"# created: {created}\n# master key of model {name!r} version {model_version!r}, key id {mck.key_id.hex()}\n"
         f"# keep it secret: it opens every file sealed to it\n{mck}\n"
     )
-    if output is None:
-        click.echo(text, nl=False)
-        return
-    _check_output(output, force)
-    with atomic_output(output, durable=True) as fd:  # mkstemp: mode 0600
-        os.write(fd, text.encode("utf-8"))
-    click.echo(f"Master key id: {mck.key_id.hex()}", err=True)
+    if _write_key(text, output, force):
+        click.echo(f"Master key id: {mck.key_id.hex()}", err=True)
 
 
 @license_group.command("issue")
