@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ._keyfile import key_lines, one_key_line
 from .errors import InvalidKeyError, UsageError
 from .format.signatures import CONTEXT as FILE_CONTEXT
 from .format.signatures import Signature
@@ -77,10 +78,7 @@ class SigningKey:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SigningKey:
         """The one signing key in a key file (``#`` comments allowed). Raises InvalidKeyError, OSError."""
-        keys = [ln.strip() for ln in _text(path).splitlines() if ln.strip() and not ln.strip().startswith("#")]
-        if len(keys) != 1:
-            raise InvalidKeyError(f"{os.fspath(path)}: expected one signing key line")
-        return cls.parse(keys[0])
+        return cls.parse(one_key_line(path, "signing key"))
 
     def __str__(self) -> str:
         return encode_key_string(SECRET_PREFIX, self._key.private_bytes_raw(), upper=True)
@@ -97,21 +95,9 @@ class SigningKey:
         return Signature("ed25519", self.public_key().raw, self._key.sign(context + digest))
 
 
-def _text(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb") as f:
-        data = f.read(1 << 20)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidKeyError(f"{os.fspath(path)}: not a text key file") from None
-
-
 def load_trusted_signers(path: str | os.PathLike[str]) -> list[VerifyingKey]:
     """Public keys, one ``tsealpub1...`` per line (``#`` comments). Raises InvalidKeyError."""
-    keys = [VerifyingKey.parse(ln.strip()) for ln in _text(path).splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    if not keys:
-        raise InvalidKeyError(f"{os.fspath(path)}: no signer keys in file")
-    return keys
+    return [VerifyingKey.parse(line) for line in key_lines(path, "signer key")]
 
 
 def to_verifying_keys(items: Iterable[VerifyingKey | str] | VerifyingKey | str) -> list[VerifyingKey]:

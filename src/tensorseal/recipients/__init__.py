@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 
+from .._keyfile import key_lines
 from ..errors import InvalidKeyError, UsageError
 from . import aws_kms, azure_kv, gcp_kms, keystore, vault_transit
 from ._service import sdk_available
@@ -117,31 +118,17 @@ def parse_identity(text: str) -> Identity:
     raise InvalidKeyError("unknown identity line", hint="identity files hold TSEAL-SECRET-KEY-1... lines")
 
 
-def _key_lines(path: str | os.PathLike[str], what: str) -> list[str]:
-    with open(path, "rb") as f:
-        data = f.read(1 << 20)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidKeyError(f"{os.fspath(path)}: {what} file is not text") from None
-    lines = [ln.strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    if not lines:
-        raise InvalidKeyError(f"{os.fspath(path)}: no {what} in file")
-    return lines
-
-
 def load_identities(path: str | os.PathLike[str]) -> list[Identity]:
     """Every identity in an identity file (text lines; ``#`` comments), or a raw 32-byte
     symmetric key file. Raises InvalidKeyError, OSError."""
     if os.path.getsize(path) == 32:  # raw key bytes: any text key file is longer
         return [SymmetricKey.from_file(path)]
-    return [parse_identity(line) for line in _key_lines(path, "identity")]
+    return [parse_identity(line) for line in key_lines(path, "identity")]
 
 
 def load_recipients(path: str | os.PathLike[str]) -> list[Recipient]:
     """Every recipient in a recipients file (one per line, ``#`` comments)."""
-    return [parse_recipient(line) for line in _key_lines(path, "recipient")]
+    return [parse_recipient(line) for line in key_lines(path, "recipient")]
 
 
 def to_recipients(items: Iterable[Recipient | str]) -> list[Recipient]:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from .._keyfile import one_key_line
 from ..errors import (
     FormatError,
     HeaderAuthenticationError,
@@ -108,16 +109,7 @@ class MasterKey:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> MasterKey:
         """The one master key line in a key file (``#`` comments allowed). Raises InvalidKeyError, OSError."""
-        with open(path, "rb") as f:
-            data = f.read(1 << 16)
-        try:
-            lines = [ln.strip() for ln in data.decode("utf-8").splitlines()]
-        except UnicodeDecodeError:
-            raise InvalidKeyError(f"{os.fspath(path)}: not a master key file") from None
-        keys = [ln for ln in lines if ln and not ln.startswith("#")]
-        if len(keys) != 1:
-            raise InvalidKeyError(f"{os.fspath(path)}: expected one master key line")
-        return cls.parse(keys[0])
+        return cls.parse(one_key_line(path, "master key"))
 
     @property
     def model(self) -> ModelIdentity:

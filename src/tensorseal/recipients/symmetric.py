@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from .._keyfile import one_key_line
 from ..errors import FormatError, IncorrectIdentityError, InvalidKeyError
 from ..format.constants import KEY_SIZE
 from ..format.header import Stanza, b64encode
@@ -45,17 +46,10 @@ class SymmetricKey:
         Raises InvalidKeyError, OSError.
         """
         with open(path, "rb") as f:
-            data = f.read(4096)
-        if len(data) == KEY_SIZE:
+            data = f.read(KEY_SIZE + 1)
+        if len(data) == KEY_SIZE:  # raw key bytes: the text form is longer
             return cls(data)
-        try:
-            lines = [ln.strip() for ln in data.decode("ascii").splitlines()]
-        except UnicodeDecodeError:
-            raise InvalidKeyError(f"{os.fspath(path)}: not a 32-byte key file") from None
-        keys = [ln for ln in lines if ln and not ln.startswith("#")]
-        if len(keys) != 1:
-            raise InvalidKeyError(f"{os.fspath(path)}: expected one symmetric key line")
-        return cls.parse(keys[0])
+        return cls.parse(one_key_line(path, "symmetric key"))
 
     def __str__(self) -> str:
         return encode_key_string(KEY_PREFIX, self._key, upper=True)
