@@ -34,12 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import getpass
 import hashlib
 import json
 import logging
 import os
-import socket
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -195,6 +193,8 @@ def _user() -> tuple[str | None, int | None]:
         pass
     if name is None:
         try:
+            import getpass  # only where pwd is missing (Windows): not at import time
+
             name = getpass.getuser()
         except Exception:  # noqa: BLE001 - getpass raises OSError or KeyError depending on version
             name = None
@@ -210,10 +210,18 @@ def _process() -> dict[str, Any]:
     return {
         "user": user,
         "uid": uid,
-        "host": socket.gethostname(),
+        "host": _host(),
         "pid": os.getpid(),
         "process": name or None,
     }
+
+
+def _host() -> str:
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket  # Windows
+
+    return socket.gethostname()
 
 
 def _now() -> str:
