@@ -49,10 +49,9 @@ from .errors import (
 )
 from .format.header import Header
 from .manifest import CONTEXT as MANIFEST_CONTEXT
-from .manifest import _digest, _parse
+from .manifest import manifest_digest, parse_manifest
 from .reader import SealedFile
 from .recipients.licence import MAX_LICENCE_SIZE, Licence, LicenceIdentity, LicenceKey
-from .s3.transfer import _with_place
 from .signing import VerifyingKey, to_verifying_keys
 from .tls import client_context
 
@@ -210,9 +209,9 @@ def _manifest(http: Any, target: ModelUrl) -> tuple[dict, list[Any], Any, Any]:
             if len(data) > MAX_MANIFEST:
                 raise ServerError(f"{what} is over {MAX_MANIFEST} bytes")
     try:
-        body, sigs, entries, identity = _parse(bytes(data))
+        body, sigs, entries, identity = parse_manifest(bytes(data))
     except FormatError as exc:
-        raise _with_place(exc, what) from None
+        raise exc.at(what) from None
     if (identity.name, identity.version) != (target.name, target.version):
         raise ModelMismatchError(f"{what} is for {identity.name} {identity.version}")
     if len(entries) != 1 or not entries[0].sealed:
@@ -345,8 +344,8 @@ def _verify(
                 raise AuthenticationError("the file does not match the digest in its manifest")
             signed_by = None
             if checks.signers is not None:
-                manifest_digest = _digest(body)
-                if any(k.verifies(s, manifest_digest, MANIFEST_CONTEXT) for k in checks.signers for s in sigs):
+                signed_digest = manifest_digest(body)
+                if any(k.verifies(s, signed_digest, MANIFEST_CONTEXT) for k in checks.signers for s in sigs):
                     signed_by = "manifest"
                 else:
                     try:
@@ -365,7 +364,7 @@ def _verify(
                 sealed.verify(threads=threads)
             return sealed.header, signed_by
     except (FormatError, AuthenticationError, ModelMismatchError) as exc:
-        raise _with_place(exc, where) from None
+        raise exc.at(where) from None
 
 
 # ---- activation -------------------------------------------------------------------------

@@ -20,6 +20,10 @@ class TensorSealError(Exception):
         if hint is not None:
             self.hint = hint
 
+    def at(self, where: str) -> TensorSealError:
+        """The same error, its message prefixed with where it happened (a URL, a shard)."""
+        return type(self)(f"{where}: {self}", hint=self.hint)
+
 
 # --- malformed input -----------------------------------------------------------------
 class FormatError(TensorSealError):

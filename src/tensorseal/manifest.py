@@ -71,7 +71,7 @@ def _walk(directory: str) -> list[str]:
     return out
 
 
-def _body(entries: Sequence[Entry], identity: ModelIdentity) -> dict:
+def manifest_body(entries: Sequence[Entry], identity: ModelIdentity) -> dict:
     return {
         "format": FORMAT,
         "identity": identity.to_json(),
@@ -79,7 +79,7 @@ def _body(entries: Sequence[Entry], identity: ModelIdentity) -> dict:
     }
 
 
-def _digest(body: dict) -> bytes:
+def manifest_digest(body: dict) -> bytes:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     return blake3(canonical).digest()
 
@@ -116,8 +116,8 @@ def sign_directory(
     if len(identities) > 1:
         raise UsageError(f"the sealed files disagree on the model identity: {sorted(identities, key=str)}")
     name, version = identities.pop()
-    body = _body(entries, ModelIdentity(name=name, version=version))
-    digest = _digest(body)
+    body = manifest_body(entries, ModelIdentity(name=name, version=version))
+    digest = manifest_digest(body)
     sigs = [k.sign(digest, CONTEXT) for k in keys]
     doc = {"manifest": body, "signatures": [{"alg": s.alg, "key": b64encode(s.key), "sig": b64encode(s.sig)} for s in sigs]}
     path = os.path.join(directory, MANIFEST_NAME)
@@ -133,7 +133,7 @@ class VerifiedManifest:
     signers: tuple[VerifyingKey, ...]
 
 
-def _parse(raw: bytes) -> tuple[dict, list[Signature], list[Entry], ModelIdentity]:
+def parse_manifest(raw: bytes) -> tuple[dict, list[Signature], list[Entry], ModelIdentity]:
     doc = expect_keys(loads_strict(raw, "manifest"), {"manifest", "signatures"}, "manifest")
     body = expect_keys(doc["manifest"], {"format", "identity", "files"}, "manifest body")
     if body["format"] != FORMAT:
@@ -173,8 +173,8 @@ def verify_directory(
     if os.path.getsize(path) > MAX_MANIFEST_SIZE:
         raise FormatError(f"{MANIFEST_NAME} is over {MAX_MANIFEST_SIZE} bytes")
     with open(path, "rb") as f:
-        body, sigs, entries, identity = _parse(f.read())
-    digest = _digest(body)
+        body, sigs, entries, identity = parse_manifest(f.read())
+    digest = manifest_digest(body)
     good = [k for k in trusted if any(k.verifies(s, digest, CONTEXT) for s in sigs)]
     if not good:
         raise SignatureError("the manifest carries no valid signature from a trusted signer")

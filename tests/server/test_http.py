@@ -13,7 +13,7 @@ import pytest
 from blake3 import blake3
 
 from tensorseal.errors import UsageError
-from tensorseal.manifest import CONTEXT, _digest, _parse
+from tensorseal.manifest import CONTEXT, manifest_digest, parse_manifest
 from tensorseal.reader import SealedFile
 from tensorseal.server.app import FailureLimiter, _parse_range, parse_listen
 from tensorseal.server.catalogue import Catalogue, valid_name
@@ -79,13 +79,13 @@ def test_conditional_requests(http):
 
 def test_manifest_is_signed_and_matches_the_file(http, vendor):
     raw = http.get(MODEL + "/manifest").content
-    body, sigs, entries, identity = _parse(raw)
+    body, sigs, entries, identity = parse_manifest(raw)
     assert (identity.name, identity.version) == ("acme-llm", "1.0")
     (entry,) = entries
     assert entry.size == vendor.model_file.stat().st_size and entry.sealed
     with SealedFile(vendor.model_file) as f:
         assert entry.digest == f.digest()
-    assert any(vendor.key.public_key().verifies(s, _digest(body), CONTEXT) for s in sigs)
+    assert any(vendor.key.public_key().verifies(s, manifest_digest(body), CONTEXT) for s in sigs)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from .. import __version__
 from .._download import PARTIAL_SUFFIX, SIDECAR_SUFFIX, blake3_of_fd, partial_download, sync
@@ -34,7 +34,6 @@ from ..errors import (
     LayoutError,
     ModelMismatchError,
     StorageError,
-    TensorSealError,
     TrailingDataError,
     TruncatedError,
     UsageError,
@@ -46,7 +45,6 @@ from ..reader import SealedFile
 from ._client import S3Url, call, error_code, make_client, parse_url, storage_error
 
 Progress = Callable[[int], None]
-_E = TypeVar("_E", bound=TensorSealError)
 
 META_VERSION = "tensorseal-version"
 META_FORMAT = "tensorseal-format"
@@ -118,11 +116,6 @@ def _check_concurrency(concurrency: int) -> None:
         raise UsageError(f"concurrency {concurrency} is outside 1..64")
 
 
-def _with_place(exc: _E, where: str) -> _E:
-    """The same error type, its message prefixed with where it happened."""
-    return type(exc)(f"{where}: {exc}", hint=exc.hint)
-
-
 def _check_size(file_size: int, size: int, where: str) -> None:
     """The object/file size must be the header's layout plus at most a signature block."""
     if size < file_size:
@@ -189,7 +182,7 @@ def push(
     try:
         sealed = SealedFile(src)  # strict parse; size = layout + at most a signature block
     except FormatError as exc:  # NotSealedError for a plain file
-        raise _with_place(exc, os.fspath(src)) from None
+        raise exc.at(os.fspath(src)) from None
     with sealed:
         fd = sealed.fileno()
         size = os.fstat(fd).st_size
@@ -269,7 +262,7 @@ def check_remote_header(client: Any, target: S3Url, etag: str, size: int) -> Non
                 first = first or exc
         raise first or LayoutError("both header slots are empty")
     except FormatError as exc:
-        raise _with_place(exc, where) from None
+        raise exc.at(where) from None
 
 
 @dataclass
@@ -471,7 +464,7 @@ def pull(
                 with SealedFile(partial) as sealed:  # strict parse; size = layout + at most a signature block
                     header = sealed.header
         except (FormatError, AuthenticationError, ModelMismatchError) as exc:
-            raise _with_place(exc, str(target)) from None
+            raise exc.at(str(target)) from None
         download.commit()
     return PullResult(
         url=target, path=dst, size=size, etag=etag, resumed_bytes=resumed, digest_checked=digest is not None,

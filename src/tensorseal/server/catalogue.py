@@ -30,7 +30,7 @@ from .._download import blake3_of_fd
 from ..errors import FormatError, UsageError
 from ..format.constants import MAGIC
 from ..manifest import CONTEXT as MANIFEST_CONTEXT
-from ..manifest import Entry, _body, _digest
+from ..manifest import Entry, manifest_body, manifest_digest
 from ..reader import SealedFile
 from ..signing import SigningKey
 
@@ -135,8 +135,8 @@ class Catalogue:
                 os.close(fd)
                 return None
             whole = blake3_of_fd(fd, st.st_size)
-            body = _body([Entry(os.path.basename(path), st.st_size, True, file_digest)], identity)
-            digest = _digest(body)
+            body = manifest_body([Entry(os.path.basename(path), st.st_size, True, file_digest)], identity)
+            digest = manifest_digest(body)
             sigs = [k.sign(digest, MANIFEST_CONTEXT) for k in sign_keys]
             from ..format.header import b64encode
 
