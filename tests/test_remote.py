@@ -13,7 +13,7 @@ import pytest
 
 import tensorseal
 import tensorseal.numpy as tsnp
-from tensorseal.errors import NoIdentityMatchError, SegmentAuthenticationError
+from tensorseal.errors import NoIdentityMatchError, SegmentAuthenticationError, TruncatedError
 from tensorseal.recipients import SymmetricKey
 
 pytest.importorskip("fsspec")
@@ -122,3 +122,13 @@ def test_safe_open_over_s3_with_moto(tmp_path, aws_env):
         np.testing.assert_array_equal(f.get_tensor("a"), tensors["a"])
     with pytest.raises(FileNotFoundError):
         tensorseal.safe_open("s3://models/missing.tseal", "np", [KEY], storage_options=opts)
+
+
+def test_truncated_remote_file_is_refused(served):
+    url, _, handler, _ = served
+    handler.data = handler.data[: len(handler.data) - 4096]
+    with pytest.raises(TruncatedError):
+        tensorseal.safe_open(url, "np", [KEY])
+    handler.data = handler.data[:10]  # shorter than the prefix
+    with pytest.raises(TruncatedError):
+        tensorseal.safe_open(url, "np", [KEY])
